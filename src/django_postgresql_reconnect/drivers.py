@@ -1,0 +1,204 @@
+"""Every difference between psycopg 3 and psycopg2 that the engine needs, and nowhere else.
+
+The driver is chosen the way Django chooses it: psycopg 3 when it can be imported, else
+psycopg2. Both wrap libpq, so each answer below is the same libpq fact read two ways.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import time
+from typing import Any
+
+try:
+    import psycopg
+
+    IS_PSYCOPG3 = True
+except ImportError:
+    psycopg = None  # type: ignore[assignment]
+    IS_PSYCOPG3 = False
+
+__all__ = [
+    "IS_PSYCOPG3",
+    "TRANSACTION_IDLE",
+    "connection_is_broken",
+    "ping",
+    "socket_fd",
+    "sqlstate",
+    "transaction_status",
+    "uses_ssl",
+]
+
+# libpq's PGTransactionStatusType: PQTRANS_IDLE, ACTIVE, INTRANS, INERROR, UNKNOWN.
+TRANSACTION_IDLE = 0
+TRANSACTION_UNKNOWN = 4
+
+
+def sqlstate(error: BaseException | None) -> str | None:
+    """The SQLSTATE of a driver error, or None for a client-side failure."""
+    if error is None:
+        return None
+    code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    return code if isinstance(code, str) else None
+
+
+def connection_is_broken(connection: Any) -> bool:
+    """Tell whether the driver already knows its connection is closed or unusable."""
+    if IS_PSYCOPG3:
+        return bool(connection.closed or connection.broken)
+    return bool(connection.closed)
+
+
+def socket_fd(connection: Any) -> int:
+    """The file descriptor of the connection's socket (-1 when there is none)."""
+    try:
+        return int(connection.pgconn.socket if IS_PSYCOPG3 else connection.fileno())
+    except Exception:
+        return -1
+
+
+def transaction_status(connection: Any) -> int:
+    """libpq's transaction status: 0 idle (no transaction open), 2 in transaction, 4 unknown."""
+    try:
+        if IS_PSYCOPG3:
+            return int(connection.pgconn.transaction_status)
+        return int(connection.info.transaction_status)
+    except Exception:
+        return TRANSACTION_UNKNOWN
+
+
+def uses_ssl(connection: Any) -> bool:
+    try:
+        return bool(connection.pgconn.ssl_in_use if IS_PSYCOPG3 else connection.info.ssl_in_use)
+    except Exception:
+        return False
+
+
+# --- The round-trip check ---------------------------------------------------------------------
+# An empty query is the cheapest message the protocol answers: no parse, no plan, no snapshot;
+# the server replies EmptyQueryResponse and ReadyForQuery. It must not wait longer than its
+# timeout, which libpq's blocking calls cannot promise, so it is sent asynchronously and the
+# socket is polled against a deadline.
+
+
+def _wait_readable(fd: int, deadline: float) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+    remaining = deadline - time.monotonic()
+    while remaining > 0:
+        if poller.poll(remaining * 1000):
+            return True
+        remaining = deadline - time.monotonic()
+    return False
+
+
+def _ping_psycopg3(connection: Any, timeout: float) -> bool:
+    pgconn = connection.pgconn
+    deadline = time.monotonic() + timeout
+    pgconn.send_query(b"")
+    while pgconn.flush():
+        if not _wait_readable(pgconn.socket, deadline):
+            return False
+    while True:
+        pgconn.consume_input()
+        if not pgconn.is_busy():
+            break
+        if not _wait_readable(pgconn.socket, deadline):
+            return False
+    ok = True
+    while (result := pgconn.get_result()) is not None:
+        ok = ok and result.status == psycopg.pq.ExecStatus.EMPTY_QUERY
+    return ok
+
+
+class _LibPQ:
+    """The libpq that psycopg2 itself loaded, reached through ctypes for asynchronous calls.
+
+    psycopg2's synchronous connections offer no way to bound a round trip; libpq does. Opening
+    the very file psycopg2 mapped returns the same library instance, so the PGconn pointer
+    psycopg2 exposes (``pgconn_ptr``) is valid for it.
+    """
+
+    _lib: ctypes.CDLL | None = None
+    _looked = False
+
+    @classmethod
+    def get(cls) -> ctypes.CDLL | None:
+        if cls._looked:
+            return cls._lib
+        cls._looked = True
+        path = None
+        try:
+            with open("/proc/self/maps") as maps:
+                candidates = [
+                    line.split()[-1]
+                    for line in maps
+                    if "libpq" in line and line.split()[-1].startswith("/")
+                ]
+        except OSError:
+            candidates = []
+        for candidate in candidates:
+            if "psycopg2" in candidate:
+                path = candidate
+                break
+        if path is None and len(set(candidates)) == 1:
+            path = candidates[0]
+        if path is None or not os.path.exists(path):
+            return None
+        lib = ctypes.CDLL(path)
+        lib.PQsendQuery.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.PQflush.argtypes = lib.PQconsumeInput.argtypes = [ctypes.c_void_p]
+        lib.PQisBusy.argtypes = lib.PQgetResult.argtypes = [ctypes.c_void_p]
+        lib.PQgetResult.restype = ctypes.c_void_p
+        lib.PQresultStatus.argtypes = lib.PQclear.argtypes = [ctypes.c_void_p]
+        cls._lib = lib
+        return lib
+
+
+_PGRES_EMPTY_QUERY = 0
+
+
+def _ping_psycopg2(connection: Any, timeout: float) -> bool:
+    lib = _LibPQ.get()
+    if lib is None:
+        # No way to bound the wait: a plain round trip, limited by tcp_user_timeout.
+        with connection.cursor() as cursor:
+            cursor.execute("")
+        return True
+    conn = ctypes.c_void_p(connection.pgconn_ptr)
+    fd = connection.fileno()
+    deadline = time.monotonic() + timeout
+    if not lib.PQsendQuery(conn, b""):
+        return False
+    while (flushed := lib.PQflush(conn)) == 1:
+        if not _wait_readable(fd, deadline):
+            return False
+    if flushed < 0:
+        return False
+    while True:
+        if not lib.PQconsumeInput(conn):
+            return False
+        if not lib.PQisBusy(conn):
+            break
+        if not _wait_readable(fd, deadline):
+            return False
+    ok = True
+    while result := lib.PQgetResult(conn):
+        ok = ok and lib.PQresultStatus(result) == _PGRES_EMPTY_QUERY
+        lib.PQclear(result)
+    return ok
+
+
+def ping(connection: Any, timeout: float) -> bool:
+    """Make one bounded round trip; False when the server did not answer in time.
+
+    After a False the connection is in an unknown protocol state and must be discarded.
+    """
+    try:
+        if IS_PSYCOPG3:
+            return _ping_psycopg3(connection, timeout)
+        return _ping_psycopg2(connection, timeout)
+    except Exception:
+        return False

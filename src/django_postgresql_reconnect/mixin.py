@@ -1,0 +1,612 @@
+"""The Django glue: where a statement meets a dead connection.
+
+``ReconnectMixin`` goes in front of a PostgreSQL ``DatabaseWrapper`` (``backend/base.py``,
+``postgis/base.py``, or any PostgreSQL-derived backend of your own). It reuses Django's own
+transaction bookkeeping (``in_atomic_block``, ``closed_in_transaction``, ``needs_rollback``)
+and asks ``policy`` what each loss allows; this module only carries the answers out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError
+from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
+
+from . import drivers, signals
+from .backoff import Backoff, Breaker, BreakerOpen
+from .conf import TCP_DEFAULTS, ReconnectOptions, parse_setting
+from .exceptions import (
+    CommitOutcomeUnknown,
+    DatabaseUnavailable,
+    SessionStateLost,
+    StatementOutcomeUnknown,
+    TransactionLost,
+)
+from .liveness import SocketWatch
+from .policy import (
+    Recovery,
+    connect_failure_is_transient,
+    creates_session_state,
+    decide_after_loss,
+    is_connection_lost,
+    statement_is_read_only,
+)
+
+if TYPE_CHECKING:
+    from django.db.backends.postgresql.base import DatabaseWrapper as _Base
+else:
+    _Base = object
+
+__all__ = ["ReconnectMixin"]
+
+logger = logging.getLogger("django_postgresql_reconnect")
+
+# A statement is run again at most this many times: each loss is a fresh fault, and a server
+# that drops every connection is better reported than chased.
+MAX_RERUNS = 3
+
+
+@dataclass
+class _AliasState:
+    """What the threads of one process share about one alias."""
+
+    breaker: Breaker
+    generation: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_aliases: dict[str, _AliasState] = {}
+_aliases_lock = threading.Lock()
+
+
+def _alias_state(alias: str, options: ReconnectOptions) -> _AliasState:
+    with _aliases_lock:
+        state = _aliases.get(alias)
+        if state is None:
+            state = _aliases[alias] = _AliasState(Breaker(options.BREAKER_COOLDOWN))
+        return state
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None:
+        return "found closed before use"
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+class ReconnectMixin(_Base):
+    """Recover a PostgreSQL ``DatabaseWrapper`` from lost connections, within the safety model."""
+
+    reconnect_options: ReconnectOptions | None
+
+    def __init__(self, settings_dict: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        super().__init__(settings_dict, *args, **kwargs)
+        self._dpr_config_error: str | None = None
+        try:
+            self.reconnect_options = parse_setting(self.alias, settings_dict.get("RECONNECT"))
+        except ValueError as error:
+            self.reconnect_options = None
+            self._dpr_config_error = str(error)
+        options = self.reconnect_options or ReconnectOptions()
+        self._dpr_state = _alias_state(self.alias, options)
+        self._dpr_serial = 0  # bumped per new connection, so old cursor wrappers notice
+        self._dpr_watch: SocketWatch | None = None
+        self._dpr_watched: Any = None
+        self._dpr_generation = 0
+        self._dpr_last_used = 0.0
+        self._dpr_session_state = False
+        self._dpr_no_retry = 0
+        self._dpr_connecting = False
+        self._dpr_attempts = 0
+        self._dpr_lost_error: BaseException | None = None
+
+    # --- Opening connections (rule 2) ---------------------------------------------------------
+
+    def get_connection_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = super().get_connection_params()
+        options = self.reconnect_options
+        if options is not None and options.TCP_DEFAULTS:
+            for key, value in TCP_DEFAULTS.items():
+                params.setdefault(key, value)
+        return params
+
+    def connect(self) -> None:
+        if self._dpr_config_error:
+            raise ImproperlyConfigured(self._dpr_config_error)
+        self._dpr_connecting = True
+        try:
+            super().connect()
+        finally:
+            self._dpr_connecting = False
+        self._dpr_serial += 1
+        self._dpr_generation = self._dpr_state.generation
+        self._dpr_session_state = False
+        self._dpr_lost_error = None
+        self._dpr_last_used = time.monotonic()
+
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        options = self.reconnect_options
+        if options is None:
+            return super().get_new_connection(conn_params)
+        breaker = self._dpr_state.breaker
+        started = time.monotonic()
+        try:
+            probe = breaker.admit()
+        except BreakerOpen as open_:
+            raise DatabaseUnavailable(
+                f"database {self.alias!r} is unavailable: connecting has failed for "
+                f"{open_.since:.1f} s, so calls fail at once for another "
+                f"{open_.remaining:.1f} s (BREAKER_COOLDOWN) instead of each waiting out the "
+                "deadline; retry later",
+                alias=self.alias,
+                attempts=0,
+                seconds=0.0,
+            ) from None
+        deadline = started + options.DEADLINE
+        delays = Backoff(options.BACKOFF_INITIAL, options.BACKOFF_MAX).delays()
+        attempts = 0
+        while True:
+            attempts += 1
+            self._dpr_attempts = attempts
+            try:
+                connection = super().get_new_connection(conn_params)
+            except self.Database.OperationalError as error:
+                if not connect_failure_is_transient(str(error)):
+                    if probe:
+                        breaker.record_success()  # the server answered: it is up
+                    raise
+                delay = next(delays)
+                now = time.monotonic()
+                if probe or attempts >= options.CONNECT_ATTEMPTS or now + delay >= deadline:
+                    breaker.record_failure()
+                    raise DatabaseUnavailable(
+                        f"could not connect to database {self.alias!r} after {attempts} "
+                        f"attempt(s) in {now - started:.2f} s: {_describe(error)}; the "
+                        "database is down or unreachable (DEADLINE and CONNECT_ATTEMPTS "
+                        "in RECONNECT bound the wait)",
+                        alias=self.alias,
+                        attempts=attempts,
+                        seconds=now - started,
+                    ) from error
+                logger.debug(
+                    "connecting to database %r failed (attempt %d), retrying in %.3f s: %s",
+                    self.alias,
+                    attempts,
+                    delay,
+                    _describe(error),
+                )
+                time.sleep(delay)
+                conn_params = self._dpr_params_for_attempt(attempts + 1)
+                continue
+            breaker.record_success()
+            return connection
+
+    def _dpr_params_for_attempt(self, attempt: int) -> dict[str, Any]:
+        """Let receivers refresh credentials, then rebuild the parameters from the settings."""
+        signals.pre_reconnect.send(
+            sender=type(self),
+            connection=self,
+            alias=self.alias,
+            settings_dict=self.settings_dict,
+            attempt=attempt,
+        )
+        params: dict[str, Any] = self.get_connection_params()
+        return params
+
+    # --- Finding and replacing a dead connection -----------------------------------------------
+
+    def _dpr_watch_for(self, connection: Any) -> SocketWatch:
+        if self._dpr_watched is not connection or self._dpr_watch is None:
+            self._dpr_watch = SocketWatch(
+                drivers.socket_fd(connection), ssl=drivers.uses_ssl(connection)
+            )
+            self._dpr_watched = connection
+        return self._dpr_watch
+
+    def _dpr_is_dead(self, connection: Any, options: ReconnectOptions) -> bool:
+        """Rule 1 and the liveness window: is this connection dead, before anything is sent?"""
+        if self._dpr_watch_for(connection).peer_gone() or drivers.connection_is_broken(connection):
+            return True
+        state_generation = self._dpr_state.generation
+        suspect = self._dpr_generation != state_generation
+        idle = time.monotonic() - self._dpr_last_used > options.IDLE_CHECK_AFTER
+        if (suspect or idle) and drivers.transaction_status(connection) == 0:
+            # Another thread lost a connection of this alias, or this one sat idle long
+            # enough for a firewall to forget it: one bounded round trip tells.
+            self._dpr_generation = state_generation
+            alive = drivers.ping(connection, options.PING_TIMEOUT)
+            self._dpr_last_used = time.monotonic()
+            return not alive
+        return False
+
+    def _dpr_note_loss(self, error: BaseException | None) -> None:
+        logger.warning("connection to database %r lost: %s", self.alias, _describe(error))
+        state = self._dpr_state
+        with state.lock:
+            if self._dpr_generation == state.generation:
+                state.generation += 1  # the alias's other connections check themselves
+        signals.connection_lost.send(
+            sender=type(self), connection=self, alias=self.alias, error=error
+        )
+
+    def _dpr_discard(self) -> None:
+        """Drop the driver connection without a word to the server, which is gone anyway."""
+        with contextlib.suppress(Exception):
+            self._close()
+        self.connection = None
+        self._dpr_watch = self._dpr_watched = None
+
+    def _dpr_replace(self, error: BaseException | None, *, keep_transaction: bool) -> None:
+        """Open a new connection in place of a dead one, keeping an unstarted transaction open."""
+        lost_at = time.monotonic()
+        saved = None
+        if keep_transaction:
+            saved = (
+                self.in_atomic_block,
+                self.savepoint_ids,
+                self.atomic_blocks,
+                self.needs_rollback,
+                self.commit_on_exit,
+                self.run_on_commit,
+                self.savepoint_state,
+            )
+        self._dpr_discard()
+        self._dpr_params_for_attempt(1)
+        try:
+            with self.wrap_database_errors:
+                self.connect()
+            if saved is not None:
+                self.set_autocommit(False)
+        except BaseException:
+            if saved is not None:
+                self._dpr_restore(saved)
+                self.closed_in_transaction = True
+                self.needs_rollback = True
+            raise
+        if saved is not None:
+            self._dpr_restore(saved)
+        seconds = time.monotonic() - lost_at
+        logger.info(
+            "reconnected to database %r after %d attempt(s) in %.3f s",
+            self.alias,
+            self._dpr_attempts,
+            seconds,
+        )
+        signals.reconnected.send(
+            sender=type(self),
+            connection=self,
+            alias=self.alias,
+            attempts=self._dpr_attempts,
+            seconds=seconds,
+        )
+
+    def _dpr_restore(self, saved: tuple[Any, ...]) -> None:
+        (
+            self.in_atomic_block,
+            self.savepoint_ids,
+            self.atomic_blocks,
+            self.needs_rollback,
+            self.commit_on_exit,
+            self.run_on_commit,
+            self.savepoint_state,
+        ) = saved
+
+    def _dpr_abandon_transaction(self, error: BaseException | None) -> None:
+        """Give up the connection inside a transaction the way Django's close() would.
+
+        ``closed_in_transaction`` makes the rest of the atomic block fail and its exit drop
+        the connection without trying to reconnect; the next block starts afresh.
+        """
+        self._dpr_lost_error = error
+        with contextlib.suppress(Exception):
+            self._close()
+        self._dpr_watch = self._dpr_watched = None
+        self.closed_in_transaction = True
+        self.needs_rollback = True
+
+    def _dpr_transaction_lost(self) -> TransactionLost:
+        return TransactionLost(
+            f"the connection to database {self.alias!r} was lost inside a transaction after "
+            "part of it was acknowledged; the server rolled the whole transaction back and "
+            "nothing of it was replayed. Leave the atomic block and run it again if that is "
+            "safe (retry_atomic() does so)",
+            alias=self.alias,
+        )
+
+    def _dpr_recover(
+        self, decision: str, error: BaseException | None, sql: object
+    ) -> BaseException | None:
+        """Carry out a decision; return the exception to raise, or None to run the statement."""
+        self._dpr_note_loss(error)
+        if decision == Recovery.RERUN:
+            self._dpr_replace(error, keep_transaction=not self.autocommit)
+            return None
+        if decision == Recovery.SESSION_STATE_LOST:
+            if self.autocommit:
+                self._dpr_discard()
+            else:
+                self._dpr_abandon_transaction(error)
+            self._dpr_session_state = False
+            return SessionStateLost(
+                f"the connection to database {self.alias!r} was lost while it held session "
+                "state (an advisory lock, LISTEN, a temporary table, a session SET or a "
+                "prepared statement); a new connection would not have it, so nothing was run "
+                "again. Re-establish that state: the next statement uses a new connection",
+                alias=self.alias,
+            )
+        if decision == Recovery.TRANSACTION_LOST:
+            self._dpr_abandon_transaction(error)
+            return self._dpr_transaction_lost()
+        if self.autocommit:
+            self._dpr_discard()
+        else:
+            self._dpr_abandon_transaction(error)
+        if decision == Recovery.OUTCOME_UNKNOWN:
+            return StatementOutcomeUnknown(
+                f"the connection to database {self.alias!r} was lost after this statement was "
+                "sent: the server may or may not have applied it, so it was not run again. "
+                "Check before repeating it; the next statement uses a new connection. "
+                f"Statement: {str(sql)[:200]}",
+                alias=self.alias,
+            )
+        return None  # Recovery.RAISE: the caller re-raises the driver's error
+
+    # --- Statements ----------------------------------------------------------------------------
+
+    def _dpr_statement(
+        self,
+        wrapper: Any,
+        run: Callable[..., Any],
+        sql: Any,
+        params: Any,
+        extra: tuple[Any, ...],
+        many: bool,
+    ) -> Any:
+        """Run one statement for a cursor wrapper, within the safety model."""
+        options = self.reconnect_options
+        assert options is not None
+        for attempt in range(MAX_RERUNS + 1):
+            if self.closed_in_transaction and self.in_atomic_block:
+                raise self._dpr_transaction_lost() from self._dpr_lost_error
+            connection = self.connection
+            if connection is None or wrapper._dpr_serial != self._dpr_serial:
+                self._dpr_refresh_cursor(wrapper)
+                connection = self.connection
+            in_transaction = not self.autocommit
+            if self._dpr_is_dead(connection, options):
+                exc = self._dpr_recover(self._dpr_decide(False, None, sql, many, wrapper), None, sql)
+                if exc is not None:
+                    raise exc
+                self._dpr_refresh_cursor(wrapper)
+                connection = self.connection
+            started = in_transaction and drivers.transaction_status(connection) != 0
+            try:
+                result = run(sql, params, *extra)
+            except DatabaseError as error:
+                cause = error.__cause__
+                current = self.connection
+                broken = current is None or drivers.connection_is_broken(current)
+                if not is_connection_lost(drivers.sqlstate(cause), broken):
+                    raise
+                decision = self._dpr_decide(True, started, sql, many, wrapper)
+                if attempt == MAX_RERUNS and decision == Recovery.RERUN:
+                    decision = Recovery.RAISE
+                exc = self._dpr_recover(decision, cause, sql)
+                if decision == Recovery.RAISE:
+                    raise
+                if exc is not None:
+                    raise exc from cause
+                self._dpr_refresh_cursor(wrapper)
+                continue
+            self._dpr_last_used = time.monotonic()
+            if not self._dpr_connecting and creates_session_state(sql):
+                self._dpr_session_state = True
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _dpr_decide(
+        self, sent: bool, started: bool | None, sql: Any, many: bool, wrapper: Any
+    ) -> str:
+        options = self.reconnect_options
+        assert options is not None
+        in_transaction = not self.autocommit
+        if started is None:
+            started = in_transaction and drivers.transaction_status(self.connection) != 0
+        return decide_after_loss(
+            sent=sent,
+            in_transaction=in_transaction,
+            transaction_started=started,
+            session_state=self._dpr_session_state,
+            read_only=not many and statement_is_read_only(sql),
+            retry_reads=options.RETRY_READS and not self._dpr_no_retry,
+            server_side_cursor=wrapper is not None and bool(getattr(wrapper.cursor, "name", None)),
+        )
+
+    def _dpr_refresh_cursor(self, wrapper: Any) -> None:
+        """Give a cursor wrapper a driver cursor of the current connection."""
+        self.ensure_connection()
+        old = wrapper.cursor
+        name = getattr(old, "name", None)
+        with contextlib.suppress(Exception):
+            old.close()
+        with self.wrap_database_errors:
+            wrapper.cursor = super().create_cursor(name)
+        wrapper._dpr_serial = self._dpr_serial
+
+    def _dpr_wrap(self, wrapper: Any) -> Any:
+        wrapper._dpr_serial = self._dpr_serial
+        return wrapper
+
+    def make_cursor(self, cursor: Any) -> Any:
+        if self.reconnect_options is None:
+            return super().make_cursor(cursor)
+        return self._dpr_wrap(ReconnectCursorWrapper(cursor, self))
+
+    def make_debug_cursor(self, cursor: Any) -> Any:
+        if self.reconnect_options is None:
+            return super().make_debug_cursor(cursor)
+        return self._dpr_wrap(ReconnectCursorDebugWrapper(cursor, self))
+
+    # --- Narrow hooks where Django touches the connection outside statements -------------------
+
+    def ensure_connection(self) -> None:
+        if (
+            self.connection is None
+            and self.closed_in_transaction
+            and self.in_atomic_block
+            and self.reconnect_options is not None
+        ):
+            raise self._dpr_transaction_lost() from self._dpr_lost_error
+        super().ensure_connection()
+
+    def create_cursor(self, name: str | None = None) -> Any:
+        try:
+            return super().create_cursor(name)
+        except self.Database.Error:
+            connection = self.connection
+            if (
+                self.reconnect_options is None
+                or connection is None
+                or not drivers.connection_is_broken(connection)
+            ):
+                raise
+            if self.closed_in_transaction and self.in_atomic_block:
+                raise self._dpr_transaction_lost() from self._dpr_lost_error
+            # The driver knows the connection is dead and nothing was sent yet (rule 1).
+            exc = self._dpr_recover(self._dpr_decide(False, None, "", False, None), None, "")
+            if exc is not None:
+                raise exc from None
+            return super().create_cursor(name)
+
+    def _set_autocommit(self, autocommit: bool) -> None:
+        # Entering atomic() is the cheapest moment to find a dead connection: nothing of the
+        # transaction exists yet, so a replacement changes nothing the caller could see.
+        connection = self.connection
+        options = self.reconnect_options
+        if (
+            options is not None
+            and not autocommit
+            and connection is not None
+            and drivers.transaction_status(connection) in (0, drivers.TRANSACTION_UNKNOWN)
+            and not self._dpr_connecting
+            and self._dpr_is_dead(connection, options)
+        ):
+            exc = self._dpr_recover(self._dpr_decide(False, False, "", False, None), None, "")
+            if exc is not None:
+                raise exc
+        super()._set_autocommit(autocommit)
+
+    def _commit(self) -> None:
+        connection = self.connection
+        if (
+            self.reconnect_options is None
+            or connection is None
+            or drivers.transaction_status(connection) == 0
+        ):
+            return super()._commit()  # nothing was sent in this transaction: nothing to lose
+        if self._dpr_watch_for(connection).peer_gone() or drivers.connection_is_broken(connection):
+            # COMMIT was not sent: the server rolled the transaction back with the connection.
+            self._dpr_note_loss(None)
+            self._dpr_abandon_transaction(None)
+            raise self._dpr_transaction_lost()
+        try:
+            return super()._commit()
+        except DatabaseError as error:
+            cause = error.__cause__
+            current = self.connection
+            broken = current is None or drivers.connection_is_broken(current)
+            if not is_connection_lost(drivers.sqlstate(cause), broken):
+                raise
+            self._dpr_note_loss(cause)
+            self._dpr_abandon_transaction(cause)
+            raise CommitOutcomeUnknown(
+                f"the connection to database {self.alias!r} was lost after COMMIT was sent: "
+                "the transaction may or may not have committed. Check before running it "
+                "again (retry_atomic() resolves this by asking the server); the next "
+                "statement uses a new connection",
+                alias=self.alias,
+            ) from cause
+
+    def _rollback(self) -> None:
+        connection = self.connection
+        if (
+            self.reconnect_options is not None
+            and connection is not None
+            and drivers.connection_is_broken(connection)
+        ):
+            # The server rolled back when the connection died: nothing to send. Marking the
+            # transaction closed lets atomic() drop the connection on exit instead of
+            # reconnecting there (which could hide the caller's exception behind an outage).
+            self._dpr_discard()
+            self.closed_in_transaction = True
+            return None
+        return super()._rollback()
+
+    def is_usable(self) -> bool:
+        options = self.reconnect_options
+        if options is None:
+            return bool(super().is_usable())
+        connection = self.connection
+        if connection is None:
+            return False
+        return not self._dpr_is_dead(connection, options)
+
+    # --- Public helpers ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def no_retry(self) -> Iterator[None]:
+        """Never re-run the reads inside this block (for SELECTs of side-effecting functions)."""
+        self._dpr_no_retry += 1
+        try:
+            yield
+        finally:
+            self._dpr_no_retry -= 1
+
+    def ensure_usable(self) -> None:
+        """Replace the connection now if it is dead, outside any transaction (1.2.0's check)."""
+        options = self.reconnect_options
+        connection = self.connection
+        if options is None or connection is None or not self.autocommit:
+            return
+        if self._dpr_is_dead(connection, options):
+            exc = self._dpr_recover(self._dpr_decide(False, False, "", False, None), None, "")
+            if exc is not None:
+                raise exc
+
+
+class _ReconnectCursorMixin:
+    """Route every statement of a cursor wrapper through the engine."""
+
+    db: Any
+    _dpr_serial: int
+
+    def _execute(self, sql: Any, params: Any, *ignored_wrapper_args: Any) -> Any:
+        return self.db._dpr_statement(
+            self, super()._execute, sql, params, ignored_wrapper_args, False  # type: ignore[misc]
+        )
+
+    def _executemany(self, sql: Any, param_list: Any, *ignored_wrapper_args: Any) -> Any:
+        return self.db._dpr_statement(
+            self,
+            super()._executemany,  # type: ignore[misc]
+            sql,
+            param_list,
+            ignored_wrapper_args,
+            True,
+        )
+
+
+class ReconnectCursorWrapper(_ReconnectCursorMixin, CursorWrapper):
+    pass
+
+
+class ReconnectCursorDebugWrapper(_ReconnectCursorMixin, CursorDebugWrapper):
+    pass

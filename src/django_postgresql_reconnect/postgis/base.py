@@ -1,0 +1,12 @@
+"""``ENGINE: 'django_postgresql_reconnect.postgis'``: GeoDjango's PostGIS backend, reconnecting."""
+
+from django.contrib.gis.db.backends.postgis.base import DatabaseWrapper as PostGISDatabaseWrapper
+
+from .. import checks  # noqa: F401  (registers the system checks with the engine)
+from ..mixin import ReconnectMixin
+
+__all__ = ["DatabaseWrapper"]
+
+
+class DatabaseWrapper(ReconnectMixin, PostGISDatabaseWrapper):
+    """GeoDjango's PostGIS ``DatabaseWrapper`` with the reconnecting engine in front."""
