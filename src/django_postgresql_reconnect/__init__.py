@@ -1,3 +1,59 @@
-"""A Django PostgreSQL backend that recovers from lost connections, safely."""
+"""A Django PostgreSQL backend that recovers from lost connections, safely.
+
+The names below are the public API; ``middleware``, ``decorator`` and
+``check_pgsql_connections`` are the ones django-postgresql-reconnect 1.2.0 documented. They
+load on first use, so that importing the package (the pytest plugin in ``testing`` does) pulls
+in neither Django's database layer nor a driver.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "2.0.0.dev0"
+
+_PUBLIC = {
+    "CommitOutcomeUnknown": "exceptions",
+    "DatabaseUnavailable": "exceptions",
+    "ReconnectError": "exceptions",
+    "SessionStateLost": "exceptions",
+    "StatementOutcomeUnknown": "exceptions",
+    "TransactionLost": "exceptions",
+    "ReconnectMiddleware": "guards",
+    "check_pgsql_connections": "guards",
+    "reconnect": "guards",
+    "no_retry": "transactions",
+    "retry_atomic": "transactions",
+    "retrying_atomic": "transactions",
+}
+# The 1.2.0 names: MIDDLEWARE = ["django_postgresql_reconnect.middleware"] and
+# @django_postgresql_reconnect.decorator.
+_ALIASES = {"middleware": "ReconnectMiddleware", "decorator": "reconnect"}
+
+__all__ = sorted([*_PUBLIC, *_ALIASES])
+
+if TYPE_CHECKING:
+    from .exceptions import (
+        CommitOutcomeUnknown,
+        DatabaseUnavailable,
+        ReconnectError,
+        SessionStateLost,
+        StatementOutcomeUnknown,
+        TransactionLost,
+    )
+    from .guards import ReconnectMiddleware, check_pgsql_connections, reconnect
+    from .transactions import no_retry, retry_atomic, retrying_atomic
+
+    middleware = ReconnectMiddleware
+    decorator = reconnect
+
+
+def __getattr__(name: str) -> Any:
+    target = _ALIASES.get(name, name)
+    module = _PUBLIC.get(target)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), target)
+    globals()[name] = value
+    return value
