@@ -1,0 +1,41 @@
+"""Small steps the scenarios share: waiting for a hang-up, reading what the server holds."""
+
+from __future__ import annotations
+
+import select
+import time
+
+from django.db import connections
+
+from django_postgresql_reconnect import drivers
+from django_postgresql_reconnect.testing import PostgresServer
+
+
+def wait_until_server_hung_up(alias: str = "default", timeout: float = 5.0) -> None:
+    """Wait until the server's goodbye (FATAL, FIN) reached the idle connection's socket.
+
+    Termination is asynchronous: the backend exits a moment after pg_terminate_backend()
+    returns. Scenarios that say "the connection died while idle" wait for that here.
+    """
+    connection = connections[alias].connection
+    assert connection is not None, f"{alias} has no open connection"
+    fd = drivers.socket_fd(connection)
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if poller.poll(50):
+            return
+    raise AssertionError(f"the server did not hang up on {alias} within {timeout} s")
+
+
+def item_names(server: PostgresServer) -> list[str]:
+    """The rows of the scenario table, as the server sees them (over its admin socket)."""
+    return [row[0] for row in server.execute("SELECT name FROM app_item ORDER BY id", dbname="app")]
+
+
+def backend_pid(alias: str = "default") -> int:
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        row = cursor.fetchone()
+    return int(row[0])

@@ -1,0 +1,66 @@
+"""Wrong RECONNECT settings fail `manage.py check` with a message that says what to write."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db.utils import ConnectionHandler
+from django.test import override_settings
+
+from django_postgresql_reconnect.checks import check_reconnect_settings
+from django_postgresql_reconnect.conf import ReconnectOptions, find_problems, parse_setting
+
+ENGINE = "django_postgresql_reconnect.backend"
+
+
+@pytest.mark.parametrize("value", [True, None, {}, {"DEADLINE": 3, "RETRY_READS": False}])
+def test_valid_settings_have_no_problems(value):
+    assert find_problems("default", value) == []
+
+
+def test_absent_or_true_means_enabled_with_defaults_and_false_means_off():
+    assert parse_setting("default", None) == ReconnectOptions()
+    assert parse_setting("default", True) == ReconnectOptions()
+    assert parse_setting("default", False) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "check_id", "fix"),
+    [
+        ("yes", "django_postgresql_reconnect.E001", "'RECONNECT': True"),
+        ({"DEADLINES": 5}, "django_postgresql_reconnect.E002", "Did you mean 'DEADLINE'?"),
+        ({"DEADLINE": "10"}, "django_postgresql_reconnect.E003", "'DEADLINE': 10.0"),
+        ({"RETRY_READS": 1}, "django_postgresql_reconnect.E003", "'RETRY_READS': True"),
+        ({"DEADLINE": 0}, "django_postgresql_reconnect.E004", "greater than 0"),
+        ({"CONNECT_ATTEMPTS": 0}, "django_postgresql_reconnect.E004", "at least 1"),
+        (
+            {"BACKOFF_INITIAL": 2.0, "BACKOFF_MAX": 1.0},
+            "django_postgresql_reconnect.E005",
+            "at most BACKOFF_MAX",
+        ),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+def test_manage_py_check_reports_each_wrong_setting_with_its_fix(value, check_id, fix):
+    databases = {"default": {"ENGINE": ENGINE, "NAME": "x", "RECONNECT": value}}
+    with override_settings(DATABASES=databases):
+        messages = check_reconnect_settings()
+
+    assert [m.id for m in messages] == [check_id]
+    assert fix in messages[0].hint or fix in messages[0].msg
+
+
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+def test_reconnect_on_a_stock_engine_is_a_warning_that_names_the_engine_to_use():
+    databases = {"default": {"ENGINE": "django.db.backends.postgresql", "RECONNECT": True}}
+    with override_settings(DATABASES=databases):
+        messages = check_reconnect_settings()
+
+    assert [m.id for m in messages] == ["django_postgresql_reconnect.W001"]
+    assert ENGINE in messages[0].hint
+
+
+def test_a_wrong_setting_that_skipped_the_checks_fails_at_connect():
+    handler = ConnectionHandler({"default": {"ENGINE": ENGINE, "NAME": "x", "RECONNECT": "on"}})
+    with pytest.raises(ImproperlyConfigured, match="RECONNECT"):
+        handler["default"].connect()
