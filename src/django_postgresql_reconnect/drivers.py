@@ -47,7 +47,9 @@ def sqlstate(error: BaseException | None) -> str | None:
 def connection_is_broken(connection: Any) -> bool:
     """Tell whether the driver already knows its connection is closed or unusable."""
     if IS_PSYCOPG3:
-        return bool(connection.closed or connection.broken)
+        # libpq's status (0 is CONNECTION_OK) covers both closed and broken, and is a plain
+        # C attribute: this runs before every statement.
+        return bool(connection.pgconn.status)
     return bool(connection.closed)
 
 

@@ -213,7 +213,10 @@ class ReconnectMixin(_Base):
 
     def _dpr_is_dead(self, connection: Any, options: ReconnectOptions) -> bool:
         """Rule 1 and the liveness window: is this connection dead, before anything is sent?"""
-        if self._dpr_watch_for(connection).peer_gone() or drivers.connection_is_broken(connection):
+        watch = self._dpr_watch if self._dpr_watched is connection else None
+        if watch is None:
+            watch = self._dpr_watch_for(connection)
+        if watch.peer_gone() or drivers.connection_is_broken(connection):
             return True
         state_generation = self._dpr_state.generation
         suspect = self._dpr_generation != state_generation

@@ -133,7 +133,14 @@ def creates_session_state(sql: object) -> bool:
     """
     if not isinstance(sql, str):
         return False
-    return "advisory_lock" in sql or _SESSION_STATEMENT.match(sql) is not None
+    if "advisory_lock" in sql:
+        return True
+    if sql.startswith(_ORDINARY_STARTS):
+        return False  # the ORM's own statements: decided without the regex
+    return _SESSION_STATEMENT.match(sql) is not None
+
+
+_ORDINARY_STARTS = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "select", "insert", "update")
 
 
 # --- What to do after a loss ------------------------------------------------------------------
