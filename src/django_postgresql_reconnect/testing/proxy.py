@@ -350,8 +350,10 @@ class FaultProxy:
                 self._server.close()
             for session in list(self._sessions):
                 session.end(reset=False)
-            # Let the transports flush and close before the loop stops.
-            await asyncio.sleep(0)
+            # Let the pumps finish and the transports close before the loop stops.
+            pending = asyncio.all_tasks() - {asyncio.current_task()}
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
 
         with contextlib.suppress(TimeoutError, RuntimeError):
             self._control(shut)
