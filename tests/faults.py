@@ -31,7 +31,9 @@ def wait_until_server_hung_up(alias: str = "default", timeout: float = 5.0) -> N
 
 def item_names(server: PostgresServer) -> list[str]:
     """The rows of the scenario table, as the server sees them (over its admin socket)."""
-    return [row[0] for row in server.execute("SELECT name FROM app_item ORDER BY id", dbname="app")]
+    return [
+        row[0] for row in server.execute("SELECT name FROM app_item ORDER BY id", dbname="app")
+    ]
 
 
 def backend_pid(alias: str = "default") -> int:
@@ -39,3 +41,18 @@ def backend_pid(alias: str = "default") -> int:
         cursor.execute("SELECT pg_backend_pid()")
         row = cursor.fetchone()
     return int(row[0])
+
+
+def add_database(alias: str, entry: dict[str, object]) -> None:
+    """Add a DATABASES entry at run time (Django's settings were fixed at startup)."""
+    configured = connections.configure_settings(
+        {"default": connections.settings["default"], alias: entry}
+    )
+    connections.settings[alias] = configured[alias]
+
+
+def remove_database(alias: str) -> None:
+    """Close and forget an entry added with add_database()."""
+    if alias in connections.settings:
+        connections[alias].close()
+        del connections.settings[alias]

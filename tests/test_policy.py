@@ -13,6 +13,7 @@ from django_postgresql_reconnect.policy import (
     creates_session_state,
     decide_after_loss,
     is_connection_lost,
+    refused_by_read_only_node,
     statement_is_read_only,
 )
 
@@ -38,7 +39,7 @@ def test_a_broken_driver_connection_means_lost_whatever_the_sqlstate():
         "server closed the connection unexpectedly",
         "timeout expired",
         'connection to server at "h" failed: FATAL:  the database system is starting up',
-        'connection failed: FATAL:  sorry, too many clients already',
+        "connection failed: FATAL:  sorry, too many clients already",
         "FATAL:  the database system is in recovery mode",
     ],
 )
@@ -209,3 +210,9 @@ def test_breaker_with_zero_cooldown_never_opens():
     breaker = Breaker(cooldown=0)
     breaker.record_failure()
     assert breaker.admit() is False
+
+
+def test_a_read_only_refusal_is_a_failover_only_when_several_hosts_are_configured():
+    assert refused_by_read_only_node("25006", multi_host=True)
+    assert not refused_by_read_only_node("25006", multi_host=False)
+    assert not refused_by_read_only_node("23505", multi_host=True)

@@ -31,7 +31,22 @@ _PUBLIC = {
 # @django_postgresql_reconnect.decorator.
 _ALIASES = {"middleware": "ReconnectMiddleware", "decorator": "reconnect"}
 
-__all__ = sorted([*_PUBLIC, *_ALIASES])
+__all__ = [
+    "CommitOutcomeUnknown",
+    "DatabaseUnavailable",
+    "ReconnectError",
+    "ReconnectMiddleware",
+    "SessionStateLost",
+    "StatementOutcomeUnknown",
+    "TransactionLost",
+    "check_pgsql_connections",
+    "decorator",
+    "middleware",
+    "no_retry",
+    "reconnect",
+    "retry_atomic",
+    "retrying_atomic",
+]
 
 if TYPE_CHECKING:
     from .exceptions import (

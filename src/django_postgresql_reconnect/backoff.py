@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 __all__ = ["Backoff", "Breaker", "BreakerOpen"]
@@ -56,9 +56,9 @@ class Breaker:
     succeeds.
     """
 
-    def __init__(self, cooldown: float, clock: type[time.monotonic] | None = None) -> None:
+    def __init__(self, cooldown: float, clock: Callable[[], float] | None = None) -> None:
         self.cooldown = cooldown
-        self._clock = clock or time.monotonic
+        self._clock: Callable[[], float] = clock or time.monotonic
         self._lock = threading.Lock()
         self._open_until: float | None = None
         self._opened_at = 0.0
@@ -74,8 +74,6 @@ class Breaker:
         Returns True when the caller is the one probe allowed after the cool-down: it must make
         a single attempt and report it with :meth:`record_success` or :meth:`record_failure`.
         """
-        if self._open_until is None:
-            return False
         with self._lock:
             if self._open_until is None:
                 return False

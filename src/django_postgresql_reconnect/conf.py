@@ -78,7 +78,7 @@ def find_problems(alias: str, value: object) -> list[Problem]:
             Problem(
                 "django_postgresql_reconnect.E001",
                 f"{where} must be True, False or a dict of options, not {type(value).__name__}.",
-                f"Write 'RECONNECT': True, or a dict such as {{'DEADLINE': 10.0}}.",
+                "Write 'RECONNECT': True, or a dict such as {'DEADLINE': 10.0}.",
             )
         ]
     problems = []
@@ -117,9 +117,7 @@ def find_problems(alias: str, value: object) -> list[Problem]:
             continue
         minimum = 1 if key == "CONNECT_ATTEMPTS" else 0
         strictly_positive = key in {"DEADLINE", "PING_TIMEOUT", "BACKOFF_MAX"}
-        if expected is not bool and (
-            option < minimum or (strictly_positive and option <= 0)  # type: ignore[operator]
-        ):
+        if expected is not bool and (option < minimum or (strictly_positive and option <= 0)):
             bound = "greater than 0" if strictly_positive else f"at least {minimum}"
             problems.append(
                 Problem(

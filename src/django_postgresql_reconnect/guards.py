@@ -69,7 +69,7 @@ class ReconnectMiddleware:
         return await self.get_response(request)
 
 
-class reconnect:  # noqa: N801  (used as a decorator, like contextlib's)
+class reconnect:
     """Check connections before a function runs or a block starts; bare or with arguments.
 
     ``@reconnect``, ``@reconnect(using="replica")``, on sync or async functions, or

@@ -37,6 +37,7 @@ from .policy import (
     creates_session_state,
     decide_after_loss,
     is_connection_lost,
+    refused_by_read_only_node,
     statement_is_read_only,
 )
 
@@ -107,6 +108,7 @@ class ReconnectMixin(_Base):
         self._dpr_connecting = False
         self._dpr_attempts = 0
         self._dpr_lost_error: BaseException | None = None
+        self._dpr_multi_host = "," in str(settings_dict.get("HOST") or "")
 
     # --- Opening connections (rule 2) ---------------------------------------------------------
 
@@ -243,7 +245,7 @@ class ReconnectMixin(_Base):
     def _dpr_discard(self) -> None:
         """Drop the driver connection without a word to the server, which is gone anyway."""
         with contextlib.suppress(Exception):
-            self._close()
+            self._close()  # type: ignore[attr-defined]
         self.connection = None
         self._dpr_watch = self._dpr_watched = None
 
@@ -310,7 +312,7 @@ class ReconnectMixin(_Base):
         """
         self._dpr_lost_error = error
         with contextlib.suppress(Exception):
-            self._close()
+            self._close()  # type: ignore[attr-defined]
         self._dpr_watch = self._dpr_watched = None
         self.closed_in_transaction = True
         self.needs_rollback = True
@@ -385,7 +387,9 @@ class ReconnectMixin(_Base):
                 connection = self.connection
             in_transaction = not self.autocommit
             if self._dpr_is_dead(connection, options):
-                exc = self._dpr_recover(self._dpr_decide(False, None, sql, many, wrapper), None, sql)
+                exc = self._dpr_recover(
+                    self._dpr_decide(False, None, sql, many, wrapper), None, sql
+                )
                 if exc is not None:
                     raise exc
                 self._dpr_refresh_cursor(wrapper)
@@ -397,9 +401,13 @@ class ReconnectMixin(_Base):
                 cause = error.__cause__
                 current = self.connection
                 broken = current is None or drivers.connection_is_broken(current)
-                if not is_connection_lost(drivers.sqlstate(cause), broken):
+                code = drivers.sqlstate(cause)
+                if is_connection_lost(code, broken):
+                    decision = self._dpr_decide(True, started, sql, many, wrapper)
+                elif refused_by_read_only_node(code, self._dpr_multi_host):
+                    decision = self._dpr_decide(False, started, sql, many, wrapper)
+                else:
                     raise
-                decision = self._dpr_decide(True, started, sql, many, wrapper)
                 if attempt == MAX_RERUNS and decision == Recovery.RERUN:
                     decision = Recovery.RAISE
                 exc = self._dpr_recover(decision, cause, sql)
@@ -505,7 +513,7 @@ class ReconnectMixin(_Base):
             exc = self._dpr_recover(self._dpr_decide(False, False, "", False, None), None, "")
             if exc is not None:
                 raise exc
-        super()._set_autocommit(autocommit)
+        super()._set_autocommit(autocommit)  # type: ignore[misc]
 
     def _commit(self) -> None:
         connection = self.connection
@@ -514,14 +522,15 @@ class ReconnectMixin(_Base):
             or connection is None
             or drivers.transaction_status(connection) == 0
         ):
-            return super()._commit()  # nothing was sent in this transaction: nothing to lose
+            super()._commit()  # type: ignore[misc]
+            return  # nothing was sent in this transaction: nothing to lose
         if self._dpr_watch_for(connection).peer_gone() or drivers.connection_is_broken(connection):
             # COMMIT was not sent: the server rolled the transaction back with the connection.
             self._dpr_note_loss(None)
             self._dpr_abandon_transaction(None)
             raise self._dpr_transaction_lost()
         try:
-            return super()._commit()
+            super()._commit()  # type: ignore[misc]
         except DatabaseError as error:
             cause = error.__cause__
             current = self.connection
@@ -551,7 +560,7 @@ class ReconnectMixin(_Base):
             self._dpr_discard()
             self.closed_in_transaction = True
             return None
-        return super()._rollback()
+        super()._rollback()  # type: ignore[misc]
 
     def is_usable(self) -> bool:
         options = self.reconnect_options
@@ -593,7 +602,12 @@ class _ReconnectCursorMixin:
 
     def _execute(self, sql: Any, params: Any, *ignored_wrapper_args: Any) -> Any:
         return self.db._dpr_statement(
-            self, super()._execute, sql, params, ignored_wrapper_args, False  # type: ignore[misc]
+            self,
+            super()._execute,
+            sql,
+            params,
+            ignored_wrapper_args,
+            False,  # type: ignore[misc]
         )
 
     def _executemany(self, sql: Any, param_list: Any, *ignored_wrapper_args: Any) -> Any:

@@ -16,6 +16,7 @@ __all__ = [
     "creates_session_state",
     "decide_after_loss",
     "is_connection_lost",
+    "refused_by_read_only_node",
     "statement_is_read_only",
 ]
 
@@ -38,6 +39,17 @@ def is_connection_lost(sqlstate: str | None, connection_broken: bool) -> bool:
     if sqlstate is None:
         return False
     return sqlstate.startswith("08") or sqlstate in LOST_CONNECTION_SQLSTATES
+
+
+def refused_by_read_only_node(sqlstate: str | None, multi_host: bool) -> bool:
+    """Tell whether a statement was refused because a failover left us on a standby.
+
+    25006 (read_only_sql_transaction) means the server refused the statement before running
+    it. With several hosts in the settings that is a failover: a new connection (libpq with
+    ``target_session_attrs=read-write``) finds the new primary, where the statement may run.
+    With a single host it is a genuine read-only server and the error passes through.
+    """
+    return multi_host and sqlstate == "25006"
 
 
 # libpq reports a failed connection attempt as text only: the SQLSTATE of the server's
@@ -79,7 +91,9 @@ _SIDE_EFFECTS = re.compile(
     r"PG_CREATE_\w+|PG_DROP_\w+|TXID_CURRENT|PG_CURRENT_XACT_ID)\b",
     re.IGNORECASE,
 )
-_EXPLAIN_ANALYZE = re.compile(r"^\s*EXPLAIN\s*(\(([^)]*\bANALY[SZ]E\b)|ANALY[SZ]E\b)", re.IGNORECASE)
+_EXPLAIN_ANALYZE = re.compile(
+    r"^\s*EXPLAIN\s*(\(([^)]*\bANALY[SZ]E\b)|ANALY[SZ]E\b)", re.IGNORECASE
+)
 
 
 def _first_keyword(sql: str) -> str:

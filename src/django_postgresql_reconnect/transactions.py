@@ -123,8 +123,7 @@ def retry_atomic(
                 ) from error
             if status == "committed":
                 logger.info(
-                    "COMMIT reply lost on database %r; the server says transaction %d "
-                    "committed",
+                    "COMMIT reply lost on database %r; the server says transaction %d committed",
                     alias,
                     xid,
                 )
