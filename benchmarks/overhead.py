@@ -16,8 +16,9 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,7 +63,6 @@ def _setup(driver: str) -> Any:
 
 def _workloads() -> dict[str, Callable[[str], Callable[[], object]]]:
     from django.db import connections
-
     from tests.app.models import Item
 
     def orm_get(alias: str) -> Callable[[], object]:

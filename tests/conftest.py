@@ -8,7 +8,6 @@ by DPR_TEST_DRIVER (psycopg or psycopg2) before Django loads.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 

@@ -91,9 +91,7 @@ def test_lost_reply_after_an_acknowledged_statement_raises_transaction_lost(prox
     assert item_names(server) == ["after"]
 
 
-def test_lost_commit_reply_raises_commit_outcome_unknown_and_the_data_is_committed(
-    proxy, server
-):
+def test_lost_commit_reply_raises_commit_outcome_unknown_and_the_data_is_committed(proxy, server):
     Item.objects.count()
     proxy.swallow_reply("COMMIT")
 
