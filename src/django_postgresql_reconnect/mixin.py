@@ -242,10 +242,23 @@ class ReconnectMixin(_Base):
             sender=type(self), connection=self, alias=self.alias, error=error
         )
 
-    def _dpr_discard(self) -> None:
-        """Drop the driver connection without a word to the server, which is gone anyway."""
+    def _dpr_close_driver_connection(self) -> None:
+        """Close the dead driver connection, then let Django release it.
+
+        Closing first matters with a pool: psycopg_pool takes back a connection whose libpq
+        status still says OK (the driver has not noticed the loss yet) as healthy, and would
+        hand it out again; a closed one it discards.
+        """
+        connection = self.connection
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
         with contextlib.suppress(Exception):
             self._close()  # type: ignore[attr-defined]
+
+    def _dpr_discard(self) -> None:
+        """Drop the driver connection without a word to the server, which is gone anyway."""
+        self._dpr_close_driver_connection()
         self.connection = None
         self._dpr_watch = self._dpr_watched = None
 
@@ -311,8 +324,7 @@ class ReconnectMixin(_Base):
         the connection without trying to reconnect; the next block starts afresh.
         """
         self._dpr_lost_error = error
-        with contextlib.suppress(Exception):
-            self._close()  # type: ignore[attr-defined]
+        self._dpr_close_driver_connection()
         self._dpr_watch = self._dpr_watched = None
         self.closed_in_transaction = True
         self.needs_rollback = True
