@@ -20,7 +20,6 @@ from . import drivers
 from .backoff import Backoff
 from .exceptions import (
     CommitOutcomeUnknown,
-    DatabaseUnavailable,
     SessionStateLost,
     TransactionLost,
 )
@@ -35,6 +34,8 @@ T = TypeVar("T")
 # serialization_failure and deadlock_detected: the server aborted the whole transaction, which
 # is safe to run again by definition.
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+# Seconds between two questions about a transaction whose old backend is still committing.
+STATUS_POLL_INTERVAL = 0.05
 
 
 @contextlib.contextmanager
@@ -60,15 +61,20 @@ def _assigned_xid(using: str) -> int | None:
 
 
 def _commit_status(using: str, xid: int, deadline: float) -> str | None:
-    """Ask the server whether transaction ``xid`` committed: 'committed', 'aborted' or None."""
+    """Ask the server what became of transaction ``xid``: 'committed', 'aborted', 'in progress'.
+
+    Waits while it is in progress (the old backend is still finishing its COMMIT), up to the
+    deadline. None means the server no longer knows the transaction (too old).
+    """
     while True:
         with connections[using].cursor() as cursor:
             cursor.execute("SELECT txid_status(%s)", [xid])
             row = cursor.fetchone()
         status = None if row is None else row[0]
         if status != "in progress" or time.monotonic() >= deadline:
-            return None if status == "in progress" else status
-        time.sleep(0.05)  # the old backend is still finishing its commit
+            return status
+        logger.debug("transaction %d on database %r is still committing; asking again", xid, using)
+        time.sleep(STATUS_POLL_INTERVAL)
 
 
 def _is_retryable(error: BaseException) -> bool:
@@ -92,8 +98,9 @@ def retry_atomic(
     with backoff. When the reply to COMMIT is lost it asks the server, on a new connection,
     what became of the transaction id it noted before committing: committed returns the
     result, aborted runs again, in progress waits. Only when the server cannot tell does it
-    raise ``CommitOutcomeUnknown``. ``func`` must have no effects outside the database, since
-    it may run more than once; it must not be called inside another atomic block.
+    raise ``CommitOutcomeUnknown``. After the last attempt it raises what stopped it (the
+    driver's error, ``TransactionLost``). ``func`` must have no effects outside the database,
+    since it may run more than once; it must not be called inside another atomic block.
     """
     alias = using or DEFAULT_DB_ALIAS
     if connections[alias].in_atomic_block:
@@ -101,45 +108,40 @@ def retry_atomic(
             "retry_atomic() cannot retry a transaction nested in another atomic block: "
             "call it outside atomic()"
         )
-    stop_at = time.monotonic() + deadline
+    started = time.monotonic()
+    stop_at = started + deadline
     delays = Backoff(initial=0.05, maximum=1.0).delays()
     for attempt in range(1, attempts + 1):
         xid: int | None = None
+        committing = False
         try:
             with transaction.atomic(using=alias):
                 result = func()
                 xid = _assigned_xid(alias)
+                committing = True  # what fails from here on is this block's own COMMIT
             return result
         except CommitOutcomeUnknown as lost_reply:
+            if not committing or lost_reply.alias != alias:
+                raise  # another alias's commit, inside func: only the caller can resolve it
             if xid is None:
                 return result  # nothing was written: the commit had nothing to lose
-            try:
-                status = _commit_status(alias, xid, stop_at)
-            except (DatabaseUnavailable, DatabaseError) as error:
-                raise CommitOutcomeUnknown(
-                    f"the reply to COMMIT on database {alias!r} was lost and the server could "
-                    f"not be asked about transaction {xid}: {error}",
-                    alias=alias,
-                ) from error
+            status = _resolve_lost_commit(alias, xid, stop_at, lost_reply)
             if status == "committed":
-                logger.info(
-                    "COMMIT reply lost on database %r; the server says transaction %d committed",
-                    alias,
-                    xid,
-                )
                 return result
-            if status != "aborted" or attempt == attempts:
-                if status == "aborted":
-                    raise
-                raise CommitOutcomeUnknown(
-                    f"the reply to COMMIT on database {alias!r} was lost and the server no "
-                    f"longer knows transaction {xid} ({status or 'too old'})",
+            if attempt == attempts or time.monotonic() >= stop_at:
+                raise TransactionLost(
+                    f"the reply to COMMIT on database {alias!r} was lost and the server says "
+                    f"transaction {xid} aborted; gave up after {attempt} attempt(s) in "
+                    f"{time.monotonic() - started:.2f} s. Nothing of it was kept",
                     alias=alias,
                 ) from lost_reply
             logger.info(
-                "COMMIT reply lost on database %r; transaction %d aborted, running it again",
+                "COMMIT reply lost on database %r; transaction %d aborted, running it again "
+                "(attempt %d of %d)",
                 alias,
                 xid,
+                attempt + 1,
+                attempts,
             )
         except DatabaseError as error:
             if not _is_retryable(error) or attempt == attempts or time.monotonic() >= stop_at:
@@ -153,6 +155,36 @@ def retry_atomic(
             )
         time.sleep(min(next(delays), max(0.0, stop_at - time.monotonic())))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _resolve_lost_commit(
+    alias: str, xid: int, deadline: float, lost_reply: CommitOutcomeUnknown
+) -> str:
+    """Return 'committed' or 'aborted' for a COMMIT whose reply was lost, or raise."""
+    try:
+        status = _commit_status(alias, xid, deadline)
+    except DatabaseError as error:  # DatabaseUnavailable included
+        raise CommitOutcomeUnknown(
+            f"the reply to COMMIT on database {alias!r} was lost and the server could not be "
+            f"asked about transaction {xid}: {error}. Check whether it committed before "
+            "running it again",
+            alias=alias,
+        ) from error
+    if status == "committed":
+        logger.info(
+            "COMMIT reply lost on database %r; the server says transaction %d committed",
+            alias,
+            xid,
+        )
+        return status
+    if status == "aborted":
+        return status
+    what = "was still committing it at the deadline" if status else "no longer knows it"
+    raise CommitOutcomeUnknown(
+        f"the reply to COMMIT on database {alias!r} was lost and the server {what} "
+        f"(transaction {xid}). Check whether it committed before running it again",
+        alias=alias,
+    ) from lost_reply
 
 
 def retrying_atomic(
