@@ -43,10 +43,10 @@ WORKER = Path(__file__).resolve().parent / "recovery_worker.py"
 V120_PYTHON = ROOT / ".bench-venvs" / "v120" / "bin" / "python"
 
 #: Seconds of calls after each fault before the next one.
-WINDOW = 3.0
+WINDOW = 2.0
 OUTAGE = 3.0
 #: A silent drop is found by timeouts (tcp_user_timeout is 20 s in the engine's defaults).
-SILENT_WINDOW = 26.0
+SILENT_WINDOW = 24.0
 WARM_CALLS = 20
 
 
@@ -169,12 +169,13 @@ def outcome(worker: Worker, start: float, end: float, until: float) -> dict[str,
     recovered = next(
         (c[1] for c in calls if c[2] == "ok" and c[1] >= max(end, last_failure)), None
     )
-    hanging = worker.in_flight is not None and worker.in_flight < until - 1.0
-    if recovered is None or (calls and calls[-1][2] != "ok") or (hanging and not calls):
+    in_flight = worker.in_flight
+    hung = in_flight is not None and in_flight < until - 1.0
+    if recovered is None or (calls and calls[-1][2] != "ok") or hung:
         recovery = None
     else:
         recovery = max(0.0, recovered - end)
-    return {"failed": len(failed), "errors": dict(errors), "recovery_s": recovery}
+    return {"failed": len(failed), "errors": dict(errors), "recovery_s": recovery, "hung": hung}
 
 
 def run_proxy_faults(driver: str, cols: list[Column]) -> dict[str, dict[str, Any]]:
