@@ -5,6 +5,7 @@
     python3 dev.py demo [args]          an end-to-end run against a throwaway server
     python3 dev.py lint                 ruff check, ruff format --check, mypy --strict
     python3 dev.py matrix [nox args]    the Python x Django x driver matrix (nox)
+    python3 dev.py docs [mkdocs args]   build the documentation site, strict (broken links fail)
 
 Each command first makes sure ``.venv`` exists for this Python and holds the package (editable)
 with the extras the command needs; it reinstalls only when pyproject.toml changed.
@@ -39,7 +40,7 @@ NO_TESTS_COLLECTED = 5
 def main(argv: list[str]) -> int:
     if sys.version_info < (3, 10):  # noqa: UP036 (dev.py may be run by any python3)
         return fail("needs Python 3.10 or newer")
-    commands = {"test": test, "demo": demo, "lint": lint, "matrix": matrix}
+    commands = {"test": test, "demo": demo, "lint": lint, "matrix": matrix, "docs": docs}
     if not argv or argv[0] not in commands:
         print(__doc__.strip(), file=sys.stderr)
         return 2
@@ -106,6 +107,11 @@ def lint(args: list[str]) -> int:
 def matrix(args: list[str]) -> int:
     ensure_venv(["dev"])
     return subprocess.call([str(BIN / "nox"), "-f", str(ROOT / "noxfile.py"), *args], cwd=ROOT)
+
+
+def docs(args: list[str]) -> int:
+    ensure_venv(["docs"])
+    return subprocess.call([str(BIN / "mkdocs"), "build", "--strict", *args], cwd=ROOT)
 
 
 def ensure_venv(extras: list[str]) -> None:
