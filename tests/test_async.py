@@ -18,7 +18,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
 
-from django_postgresql_reconnect import ReconnectMiddleware, reconnect
+from django_postgresql_reconnect import ReconnectMiddleware, reconnect, retry_atomic
 from django_postgresql_reconnect.conf import ReconnectOptions
 from tests.app.models import Item
 from tests.faults import backend_pid, item_names, wait_until_server_hung_up
@@ -164,7 +164,9 @@ def test_async_worker_loop_across_a_server_restart_has_no_failed_iteration(serve
 
     @reconnect
     async def work(turn: int) -> None:
-        await Item.objects.acreate(name=f"turn-{turn}")
+        # A write caught in flight by the restart has an unknown outcome; retry_atomic is how
+        # a worker makes it safe to repeat (the engine never repeats it on its own).
+        await sync_to_async(retry_atomic)(lambda: Item.objects.create(name=f"turn-{turn}"))
 
     async def scenario() -> int:
         await work(-1)

@@ -205,6 +205,20 @@ def test_wsgi_request_after_backend_terminated_succeeds_on_the_first_try(server,
     assert backend_pid() != old_pid
 
 
+def test_wsgi_request_succeeds_when_the_new_connection_dies_during_django_setup(proxy):
+    """A connection lost while Django sets it up (SET TimeZone) is a failed connect: retry it.
+
+    This is what a request meets when the server goes down a moment after accepting its new
+    connection (seen in the 3-s outage scenarios). The setup statements only configure the
+    session, so opening another connection and running them again is always safe.
+    """
+    app = wsgi_app()
+    connections["default"].close()
+    proxy.swallow_reply(r"set_config\('TimeZone'")
+
+    assert wsgi_request(app, "/items/count") == (200, {"count": 0})
+
+
 def test_wsgi_write_after_backend_terminated_is_applied_once(server):
     app = wsgi_app()
     wsgi_request(app, "/items/count")
