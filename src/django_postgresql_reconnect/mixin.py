@@ -21,6 +21,7 @@ from django.db import DatabaseError
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
 from . import drivers, signals
+from .checks import ReconnectValidation
 from .backoff import Backoff, Breaker, BreakerOpen
 from .conf import TCP_DEFAULTS, ReconnectOptions, parse_setting
 from .exceptions import (
@@ -87,6 +88,7 @@ class ReconnectMixin(_Base):
     """Recover a PostgreSQL ``DatabaseWrapper`` from lost connections, within the safety model."""
 
     reconnect_options: ReconnectOptions | None
+    validation_class = ReconnectValidation
 
     def __init__(self, settings_dict: dict[str, Any], *args: Any, **kwargs: Any) -> None:
         super().__init__(settings_dict, *args, **kwargs)
@@ -106,6 +108,7 @@ class ReconnectMixin(_Base):
         self._dpr_session_state = False
         self._dpr_no_retry = 0
         self._dpr_connecting = False
+        self._dpr_connect_deadline: float | None = None
         self._dpr_attempts = 0
         self._dpr_lost_error: BaseException | None = None
         self._dpr_multi_host = "," in str(settings_dict.get("HOST") or "")
@@ -123,16 +126,76 @@ class ReconnectMixin(_Base):
     def connect(self) -> None:
         if self._dpr_config_error:
             raise ImproperlyConfigured(self._dpr_config_error)
-        self._dpr_connecting = True
-        try:
+        options = self.reconnect_options
+        if options is None:
             super().connect()
-        finally:
-            self._dpr_connecting = False
+        else:
+            self._dpr_connect_within_deadline(options)
         self._dpr_serial += 1
         self._dpr_generation = self._dpr_state.generation
         self._dpr_session_state = False
         self._dpr_lost_error = None
         self._dpr_last_used = time.monotonic()
+
+    def _dpr_connect_within_deadline(self, options: ReconnectOptions) -> None:
+        """Connect, and treat a connection lost while Django sets it up as a failed attempt.
+
+        Django runs statements on a new connection before handing it out (the time zone,
+        ``assume_role``). A fault landing there is a connect failure like any other: the
+        half-made connection is dropped and a new one opened, within the same deadline.
+        Re-running those statements is safe: they only configure a brand-new session.
+        """
+        started = time.monotonic()
+        self._dpr_connect_deadline = started + options.DEADLINE
+        delays = Backoff(options.BACKOFF_INITIAL, options.BACKOFF_MAX).delays()
+        setups = 0
+        try:
+            while True:
+                before = self.connection
+                self._dpr_connecting = True
+                try:
+                    super().connect()
+                    return
+                except self.Database.Error as error:
+                    fresh = self.connection
+                    if fresh is None or fresh is before or not self._dpr_lost(fresh, error):
+                        raise
+                    setups += 1
+                    delay = next(delays)
+                    now = time.monotonic()
+                    if setups >= options.CONNECT_ATTEMPTS or now + delay >= (
+                        self._dpr_connect_deadline
+                    ):
+                        self._dpr_discard()
+                        raise DatabaseUnavailable(
+                            f"could not set up a connection to database {self.alias!r}: it "
+                            f"was lost {setups} time(s) in {now - started:.2f} s while Django "
+                            f"configured it: {_describe(error)}; the database is going down "
+                            "or the network drops connections (DEADLINE in RECONNECT bounds "
+                            "the wait)",
+                            alias=self.alias,
+                            attempts=setups,
+                            seconds=now - started,
+                        ) from error
+                    logger.debug(
+                        "connection to database %r lost while Django set it up, reconnecting "
+                        "in %.3f s: %s",
+                        self.alias,
+                        delay,
+                        _describe(error),
+                    )
+                    self._dpr_discard()
+                    time.sleep(delay)
+                    self._dpr_params_for_attempt(setups + 1)
+                finally:
+                    self._dpr_connecting = False
+        finally:
+            self._dpr_connect_deadline = None
+
+    def _dpr_lost(self, connection: Any, error: BaseException) -> bool:
+        return is_connection_lost(
+            drivers.sqlstate(error), drivers.connection_is_broken(connection)
+        )
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         options = self.reconnect_options
@@ -153,6 +216,8 @@ class ReconnectMixin(_Base):
                 seconds=0.0,
             ) from None
         deadline = started + options.DEADLINE
+        if self._dpr_connect_deadline is not None:
+            deadline = min(deadline, self._dpr_connect_deadline)
         delays = Backoff(options.BACKOFF_INITIAL, options.BACKOFF_MAX).delays()
         attempts = 0
         while True:
@@ -398,7 +463,20 @@ class ReconnectMixin(_Base):
                 self._dpr_refresh_cursor(wrapper)
                 connection = self.connection
             in_transaction = not self.autocommit
-            if self._dpr_is_dead(connection, options):
+            replacements = 0
+            while self._dpr_is_dead(connection, options):
+                # Nothing was sent (rule 1). The replacement is checked too: a pool may hand
+                # out another connection that died with the first (a failover kills them all).
+                replacements += 1
+                if replacements > options.CONNECT_ATTEMPTS:
+                    raise DatabaseUnavailable(
+                        f"database {self.alias!r} handed out {replacements - 1} dead "
+                        "connections in a row; nothing was sent (CONNECT_ATTEMPTS in "
+                        "RECONNECT bounds this)",
+                        alias=self.alias,
+                        attempts=replacements - 1,
+                        seconds=0.0,
+                    )
                 exc = self._dpr_recover(
                     self._dpr_decide(False, None, sql, many, wrapper), None, sql
                 )
@@ -613,24 +691,12 @@ class _ReconnectCursorMixin:
     _dpr_serial: int
 
     def _execute(self, sql: Any, params: Any, *ignored_wrapper_args: Any) -> Any:
-        return self.db._dpr_statement(
-            self,
-            super()._execute,
-            sql,
-            params,
-            ignored_wrapper_args,
-            False,  # type: ignore[misc]
-        )
+        run = super()._execute  # type: ignore[misc]
+        return self.db._dpr_statement(self, run, sql, params, ignored_wrapper_args, False)
 
     def _executemany(self, sql: Any, param_list: Any, *ignored_wrapper_args: Any) -> Any:
-        return self.db._dpr_statement(
-            self,
-            super()._executemany,  # type: ignore[misc]
-            sql,
-            param_list,
-            ignored_wrapper_args,
-            True,
-        )
+        run = super()._executemany  # type: ignore[misc]
+        return self.db._dpr_statement(self, run, sql, param_list, ignored_wrapper_args, True)
 
 
 class ReconnectCursorWrapper(_ReconnectCursorMixin, CursorWrapper):

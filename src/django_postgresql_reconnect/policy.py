@@ -149,11 +149,14 @@ def creates_session_state(sql: object) -> bool:
         return False
     if "advisory_lock" in sql:
         return True
+    if "set_config" in sql and sql.count("set_config") > len(_LOCAL_SET_CONFIG.findall(sql)):
+        return True  # set_config(name, value, false) is a session-level SET
     if sql.startswith(_ORDINARY_STARTS):
         return False  # the ORM's own statements: decided without the regex
     return _SESSION_STATEMENT.match(sql) is not None
 
 
+_LOCAL_SET_CONFIG = re.compile(r"set_config\s*\([^;]*?,\s*true\s*\)", re.IGNORECASE)
 _ORDINARY_STARTS = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "select", "insert", "update")
 
 
