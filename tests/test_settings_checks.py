@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db.utils import ConnectionHandler
@@ -64,3 +70,75 @@ def test_a_wrong_setting_that_skipped_the_checks_fails_at_connect():
     handler = ConnectionHandler({"default": {"ENGINE": ENGINE, "NAME": "x", "RECONNECT": "on"}})
     with pytest.raises(ImproperlyConfigured, match="RECONNECT"):
         handler["default"].connect()
+
+
+def manage_py_check(tmp_path: Path, databases: dict, *args: str, apps: tuple = ()) -> tuple:
+    """Run ``django-admin check`` in a fresh process on a settings module made for the test."""
+    (tmp_path / "check_settings.py").write_text(
+        textwrap.dedent(
+            f"""
+            SECRET_KEY = "test"
+            INSTALLED_APPS = {list(apps)!r}
+            DATABASES = {databases!r}
+            """
+        )
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "check_settings",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "django", "check", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+BAD = {"default": {"ENGINE": ENGINE, "NAME": "x", "RECONNECT": {"DEADLINE": "10"}}}
+
+
+def test_manage_py_check_fails_on_a_wrong_setting_when_the_app_is_installed(tmp_path):
+    status, output = manage_py_check(tmp_path, BAD, apps=("django_postgresql_reconnect",))
+
+    assert status == 1, output
+    assert "django_postgresql_reconnect.E003" in output
+    assert "Write 'DEADLINE': 10.0" in output
+
+
+def test_manage_py_check_database_fails_on_a_wrong_setting_without_the_app(tmp_path):
+    """migrate and check --database run the backend's own validation, app or no app."""
+    status, output = manage_py_check(tmp_path, BAD, "--database", "default")
+
+    assert status == 1, output
+    assert output.count("django_postgresql_reconnect.E003") == 1
+
+
+def test_manage_py_check_reports_once_with_the_app_and_database(tmp_path):
+    status, output = manage_py_check(
+        tmp_path, BAD, "--database", "default", apps=("django_postgresql_reconnect",)
+    )
+
+    assert status == 1, output
+    assert output.count("django_postgresql_reconnect.E003") == 1
+
+
+def test_manage_py_check_passes_good_settings(tmp_path):
+    good = {"default": {"ENGINE": ENGINE, "NAME": "x", "RECONNECT": {"DEADLINE": 5}}}
+    status, output = manage_py_check(
+        tmp_path, good, "--database", "default", apps=("django_postgresql_reconnect",)
+    )
+
+    assert status == 0, output
+
+
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+def test_a_custom_backend_built_on_the_mixin_is_checked_not_warned_about():
+    databases = {"default": {"ENGINE": "tests.custom_backend", "RECONNECT": {"DEADLINE": "10"}}}
+    with override_settings(DATABASES=databases):
+        messages = check_reconnect_settings()
+
+    assert [m.id for m in messages] == ["django_postgresql_reconnect.E003"]

@@ -1,40 +1,84 @@
-"""System checks: a wrong ``RECONNECT`` setting fails ``manage.py check`` with the fix."""
+"""System checks: a wrong ``RECONNECT`` setting fails ``manage.py check`` with the fix.
+
+Django imports a database backend only when a connection is first used, so a check
+registered by the backend alone would miss a plain ``manage.py check``. Two ways in:
+``'django_postgresql_reconnect'`` in ``INSTALLED_APPS`` registers the check at start-up
+(``apps.py``), and the backend's validation reports its own alias under
+``manage.py check --database`` (and ``migrate``), app or no app.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
+from django.core.exceptions import ImproperlyConfigured
+from django.db.backends.base.validation import BaseDatabaseValidation
+from django.db.utils import load_backend
 
 from .conf import find_problems
 
-__all__ = ["check_reconnect_settings"]
+__all__ = ["ReconnectValidation", "check_reconnect_settings"]
 
 ENGINES = ("django_postgresql_reconnect.backend", "django_postgresql_reconnect.postgis")
 
 
+def _reconnects(engine: str) -> bool | None:
+    """Does this ENGINE's DatabaseWrapper carry the engine? None when it cannot be loaded."""
+    if engine in ENGINES:
+        return True
+    from .mixin import ReconnectMixin
+
+    try:
+        wrapper = load_backend(engine).DatabaseWrapper
+    except (ImproperlyConfigured, ImportError, AttributeError):
+        return None  # Django reports a broken ENGINE itself
+    return isinstance(wrapper, type) and issubclass(wrapper, ReconnectMixin)
+
+
+def setting_errors(alias: str, settings_dict: dict[str, Any]) -> list[CheckMessage]:
+    """The E0xx errors of one alias whose ENGINE reconnects."""
+    return [
+        Error(problem.message, hint=problem.hint, id=problem.id)
+        for problem in find_problems(alias, settings_dict.get("RECONNECT"))
+    ]
+
+
 @register()
 def check_reconnect_settings(
-    app_configs: Sequence[Any] | None = None, **kwargs: Any
+    app_configs: Sequence[Any] | None = None,
+    databases: Iterable[str] | None = None,
+    **kwargs: Any,
 ) -> list[CheckMessage]:
-    """Validate ``RECONNECT`` for every alias whose ENGINE is this package's."""
+    """Validate ``RECONNECT`` for every alias whose ENGINE uses the reconnecting engine."""
+    reported_by_backend = set(databases or ())
     messages: list[CheckMessage] = []
     for alias, settings_dict in settings.DATABASES.items():
-        engine = settings_dict.get("ENGINE", "")
-        if engine not in ENGINES:
-            if settings_dict.get("RECONNECT"):
-                messages.append(
-                    Warning(
-                        f"DATABASES[{alias!r}] sets RECONNECT but its ENGINE is {engine!r}, "
-                        "so nothing will reconnect.",
-                        hint="Set 'ENGINE': 'django_postgresql_reconnect.backend' (or "
-                        "'django_postgresql_reconnect.postgis' for GeoDjango).",
-                        id="django_postgresql_reconnect.W001",
-                    )
+        if "RECONNECT" not in settings_dict:
+            continue  # absent means on with the defaults: nothing to check
+        engine = str(settings_dict.get("ENGINE", ""))
+        reconnects = _reconnects(engine)
+        if reconnects and alias not in reported_by_backend:
+            messages.extend(setting_errors(alias, settings_dict))
+        elif reconnects is False and settings_dict.get("RECONNECT"):
+            messages.append(
+                Warning(
+                    f"DATABASES[{alias!r}] sets RECONNECT but its ENGINE is {engine!r}, "
+                    "so nothing will reconnect.",
+                    hint="Set 'ENGINE': 'django_postgresql_reconnect.backend' (or "
+                    "'django_postgresql_reconnect.postgis' for GeoDjango).",
+                    id="django_postgresql_reconnect.W001",
                 )
-            continue
-        for problem in find_problems(alias, settings_dict.get("RECONNECT")):
-            messages.append(Error(problem.message, hint=problem.hint, id=problem.id))
+            )
     return messages
+
+
+class ReconnectValidation(BaseDatabaseValidation):
+    """The backend's own checks (``check --database``): its ``RECONNECT`` setting."""
+
+    def check(self, **kwargs: Any) -> list[CheckMessage]:
+        messages: list[CheckMessage] = list(super().check(**kwargs))
+        messages.extend(setting_errors(self.connection.alias, self.connection.settings_dict))
+        return messages

@@ -1,0 +1,13 @@
+"""Optional ``INSTALLED_APPS`` entry: lets a plain ``manage.py check`` validate ``RECONNECT``."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class ReconnectConfig(AppConfig):
+    name = "django_postgresql_reconnect"
+    verbose_name = "PostgreSQL reconnect"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)
