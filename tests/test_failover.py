@@ -15,7 +15,9 @@ def new_primary():
     server = PostgresServer(auth="password", password=PASSWORD)
     server.start()
     server.create_database("app")
-    server.execute("CREATE TABLE app_item (id serial PRIMARY KEY, name text, value int)", dbname="app")
+    server.execute(
+        "CREATE TABLE app_item (id serial PRIMARY KEY, name text, value int)", dbname="app"
+    )
     yield server
     server.close()
 
