@@ -21,8 +21,8 @@ from django.db import DatabaseError
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
 from . import drivers, signals
-from .checks import ReconnectValidation
 from .backoff import Backoff, Breaker, BreakerOpen
+from .checks import ReconnectValidation
 from .conf import TCP_DEFAULTS, ReconnectOptions, parse_setting
 from .exceptions import (
     CommitOutcomeUnknown,
@@ -158,7 +158,7 @@ class ReconnectMixin(_Base):
                     return
                 except self.Database.Error as error:
                     fresh = self.connection
-                    if fresh is None or fresh is before or not self._dpr_lost(fresh, error):
+                    if fresh is None or fresh is before or not self._dpr_lost(error):
                         raise
                     setups += 1
                     delay = next(delays)
@@ -192,9 +192,24 @@ class ReconnectMixin(_Base):
         finally:
             self._dpr_connect_deadline = None
 
-    def _dpr_lost(self, connection: Any, error: BaseException) -> bool:
-        return is_connection_lost(
-            drivers.sqlstate(error), drivers.connection_is_broken(connection)
+    def _dpr_lost(self, error: BaseException) -> bool:
+        code = drivers.sqlstate(error)
+        return is_connection_lost(code, self._dpr_broken_after(error, code))
+
+    def _dpr_broken_after(self, error: BaseException | None, code: str | None) -> bool:
+        """After a failed statement: is the connection itself broken?
+
+        The driver's status says so in most cases. psycopg 3 can also fail a statement with
+        "connection socket closed" when its wait sees the socket reset, before libpq's status
+        changes: an OperationalError with no SQLSTATE on a socket whose peer is gone is that.
+        """
+        connection = self.connection
+        if connection is None or drivers.connection_is_broken(connection):
+            return True
+        return (
+            code is None
+            and isinstance(error, self.Database.OperationalError)
+            and self._dpr_watch_for(connection).peer_gone()
         )
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
@@ -489,10 +504,8 @@ class ReconnectMixin(_Base):
                 result = run(sql, params, *extra)
             except DatabaseError as error:
                 cause = error.__cause__
-                current = self.connection
-                broken = current is None or drivers.connection_is_broken(current)
                 code = drivers.sqlstate(cause)
-                if is_connection_lost(code, broken):
+                if is_connection_lost(code, self._dpr_broken_after(cause, code)):
                     decision = self._dpr_decide(True, started, sql, many, wrapper)
                 elif refused_by_read_only_node(code, self._dpr_multi_host):
                     decision = self._dpr_decide(False, started, sql, many, wrapper)
@@ -623,9 +636,8 @@ class ReconnectMixin(_Base):
             super()._commit()  # type: ignore[misc]
         except DatabaseError as error:
             cause = error.__cause__
-            current = self.connection
-            broken = current is None or drivers.connection_is_broken(current)
-            if not is_connection_lost(drivers.sqlstate(cause), broken):
+            code = drivers.sqlstate(cause)
+            if not is_connection_lost(code, self._dpr_broken_after(cause, code)):
                 raise
             self._dpr_note_loss(cause)
             self._dpr_abandon_transaction(cause)
