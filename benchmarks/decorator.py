@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pinning import pin
+
 ROOT = Path(__file__).resolve().parent.parent
 ALIAS = "engine"
 
@@ -197,6 +199,7 @@ def measure(rounds: int, calls: int, *, with_async: bool = True) -> list[dict[st
     for name, funcs in workloads.items():
         for func in funcs:
             _time_block(func, 200)  # warm up: connections, caches, branch predictors
+        pin([ALIAS])
         per: dict[str, list[float]] = {n: [] for n in names}
         for round_no in range(rounds):
             order = list(zip(names, funcs, strict=True))

@@ -26,6 +26,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 OUTPUT = ROOT / "docs" / "benchmarks.md"
+README = ROOT / "README.md"
+README_START = "<!-- benchmarks:start (written by benchmarks/run.py) -->"
+README_END = "<!-- benchmarks:end -->"
 V120 = ROOT / ".bench-venvs" / "v120"
 V120_REQUIREMENTS = ["django-postgresql-reconnect==1.2.0", "Django<6", "psycopg2-binary"]
 DRIVERS = ["psycopg", "psycopg2"]
@@ -60,6 +63,8 @@ def main() -> int:
     text = render(results, machine(), v120, elapsed)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
+    if args.output == OUTPUT:
+        update_readme(results, machine(), v120)
     print(text)
     print(f"run.py: wrote {args.output.relative_to(ROOT)} in {elapsed:.0f} s", file=sys.stderr)
     return 0
@@ -225,6 +230,36 @@ def render(
         out += recovery_table(data, v120)
     out.append("")
     return "\n".join(out)
+
+
+def update_readme(results: dict[str, dict[str, Any]], host: dict[str, str], v120: str) -> None:
+    """Put the headline tables of this run between the README's benchmark markers."""
+    page = render(results, host, v120, 0.0).splitlines()
+    wanted = ("### Per-statement overhead", "### Recovery from faults")
+    block: list[str] = [
+        f"Measured {host.get('date', '')} on {host.get('cores', '?')} cores "
+        f"({host.get('CPU', '?')}), Python {host.get('Python', '?')}, Django "
+        f"{host.get('Django', '?')}, PostgreSQL {host.get('PostgreSQL', '?')}; every table "
+        "and the method: [docs/performance.md](docs/performance.md).",
+    ]
+    keep = False
+    for line in page:
+        if line.startswith("### "):
+            keep = line.startswith(wanted)
+        if (
+            keep
+            and not line.startswith("Exceptions the callers saw")
+            and not line.startswith("- ")
+        ):
+            block.append(line.replace("### ", "#### ", 1))
+    text = README.read_text()
+    if README_START not in text or README_END not in text:
+        print("run.py: README.md has no benchmark markers; left as it is", file=sys.stderr)
+        return
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    body = "\n".join(line for line in block).strip()
+    README.write_text(f"{head}{README_START}\n{body}\n{README_END}{tail}")
 
 
 def recovery_table(data: dict[str, Any], v120: str) -> list[str]:

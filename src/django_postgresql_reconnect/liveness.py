@@ -25,7 +25,7 @@ _HARMLESS_MESSAGES = frozenset(b"ANS")
 class SocketWatch:
     """Look at one connection's socket; build once per connection, call per statement."""
 
-    __slots__ = ("_fd", "_poller", "_ssl")
+    __slots__ = ("_fd", "_poller", "_ssl", "poll")
 
     def __init__(self, fd: int, *, ssl: bool = False) -> None:
         self._fd = fd
@@ -33,6 +33,8 @@ class SocketWatch:
         self._poller = select.poll()
         if fd >= 0:
             self._poller.register(fd, _EVENTS)
+        # The bare poll, for callers with a hot path: an empty list means nothing happened.
+        self.poll = self._poller.poll
 
     def peer_gone(self) -> bool:
         """Tell whether the server closed, reset or terminated the connection."""

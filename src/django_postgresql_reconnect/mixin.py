@@ -55,6 +55,8 @@ logger = logging.getLogger("django_postgresql_reconnect")
 # that drops every connection is better reported than chased.
 MAX_RERUNS = 3
 
+_monotonic = time.monotonic
+
 
 @dataclass
 class _AliasState:
@@ -75,6 +77,11 @@ def _alias_state(alias: str, options: ReconnectOptions) -> _AliasState:
         if state is None:
             state = _aliases[alias] = _AliasState(Breaker(options.BREAKER_COOLDOWN))
         return state
+
+
+def _look_closer(timeout: int) -> list[Any]:
+    """Stands in for a socket poll where there is no socket: always sends to the slow path."""
+    return [(-1, 0)]
 
 
 def _describe(error: BaseException | None) -> str:
@@ -103,6 +110,8 @@ class ReconnectMixin(_Base):
         self._dpr_serial = 0  # bumped per new connection, so old cursor wrappers notice
         self._dpr_watch: SocketWatch | None = None
         self._dpr_watched: Any = None
+        self._dpr_poll: Callable[[int], list[Any]] = _look_closer
+        self._dpr_idle_after = options.IDLE_CHECK_AFTER
         self._dpr_generation = 0
         self._dpr_last_used = 0.0
         self._dpr_session_state = False
@@ -287,9 +296,9 @@ class ReconnectMixin(_Base):
 
     def _dpr_watch_for(self, connection: Any) -> SocketWatch:
         if self._dpr_watched is not connection or self._dpr_watch is None:
-            self._dpr_watch = SocketWatch(
-                drivers.socket_fd(connection), ssl=drivers.uses_ssl(connection)
-            )
+            fd = drivers.socket_fd(connection)
+            self._dpr_watch = SocketWatch(fd, ssl=drivers.uses_ssl(connection))
+            self._dpr_poll = self._dpr_watch.poll if fd >= 0 else _look_closer
             self._dpr_watched = connection
         return self._dpr_watch
 
@@ -467,10 +476,50 @@ class ReconnectMixin(_Base):
         extra: tuple[Any, ...],
         many: bool,
     ) -> Any:
-        """Run one statement for a cursor wrapper, within the safety model."""
+        """Run one statement for a cursor wrapper, within the safety model.
+
+        This first part is the path of nearly every statement: the connection is open, was
+        used a moment ago, no other thread lost one of this alias, and its socket shows
+        nothing. It is written out flat because it runs once per query and its cost is
+        measured against stock Django; anything else goes to ``_dpr_statement_slow``.
+        """
+        connection = self.connection
+        if (
+            connection is not None
+            and wrapper._dpr_serial == self._dpr_serial
+            and self._dpr_watched is connection
+            and not self.closed_in_transaction
+            and self._dpr_generation == self._dpr_state.generation
+            and _monotonic() - self._dpr_last_used <= self._dpr_idle_after
+            and not self._dpr_poll(0)
+            and not drivers.connection_is_broken(connection)
+        ):
+            started = not self.autocommit and drivers.transaction_status(connection) != 0
+            try:
+                result = run(wrapper, sql, params, *extra)
+            except DatabaseError as error:
+                self._dpr_after_error(error, started, sql, many, wrapper, last=False)
+                return self._dpr_statement_slow(wrapper, run, sql, params, extra, many, 1)
+            self._dpr_last_used = _monotonic()
+            if not self._dpr_connecting and creates_session_state(sql):
+                self._dpr_session_state = True
+            return result
+        return self._dpr_statement_slow(wrapper, run, sql, params, extra, many, 0)
+
+    def _dpr_statement_slow(
+        self,
+        wrapper: Any,
+        run: Callable[..., Any],
+        sql: Any,
+        params: Any,
+        extra: tuple[Any, ...],
+        many: bool,
+        first: int,
+    ) -> Any:
+        """Look at the connection, replace it if dead, run the statement, recover from a loss."""
         options = self.reconnect_options
         assert options is not None
-        for attempt in range(MAX_RERUNS + 1):
+        for attempt in range(first, MAX_RERUNS + 1):
             if self.closed_in_transaction and self.in_atomic_block:
                 raise self._dpr_transaction_lost() from self._dpr_lost_error
             connection = self.connection
@@ -501,30 +550,39 @@ class ReconnectMixin(_Base):
                 connection = self.connection
             started = in_transaction and drivers.transaction_status(connection) != 0
             try:
-                result = run(sql, params, *extra)
+                result = run(wrapper, sql, params, *extra)
             except DatabaseError as error:
-                cause = error.__cause__
-                code = drivers.sqlstate(cause)
-                if is_connection_lost(code, self._dpr_broken_after(cause, code)):
-                    decision = self._dpr_decide(True, started, sql, many, wrapper)
-                elif refused_by_read_only_node(code, self._dpr_multi_host):
-                    decision = self._dpr_decide(False, started, sql, many, wrapper)
-                else:
-                    raise
-                if attempt == MAX_RERUNS and decision == Recovery.RERUN:
-                    decision = Recovery.RAISE
-                exc = self._dpr_recover(decision, cause, sql)
-                if decision == Recovery.RAISE:
-                    raise
-                if exc is not None:
-                    raise exc from cause
-                self._dpr_refresh_cursor(wrapper)
+                self._dpr_after_error(
+                    error, started, sql, many, wrapper, last=attempt == MAX_RERUNS
+                )
                 continue
             self._dpr_last_used = time.monotonic()
             if not self._dpr_connecting and creates_session_state(sql):
                 self._dpr_session_state = True
             return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _dpr_after_error(
+        self, error: DatabaseError, started: bool, sql: Any, many: bool, wrapper: Any, last: bool
+    ) -> None:
+        """Called while ``error`` is handled: re-raise, raise what the loss means, or return
+        (the connection was replaced and the statement may run again)."""
+        cause = error.__cause__
+        code = drivers.sqlstate(cause)
+        if is_connection_lost(code, self._dpr_broken_after(cause, code)):
+            decision = self._dpr_decide(True, started, sql, many, wrapper)
+        elif refused_by_read_only_node(code, self._dpr_multi_host):
+            decision = self._dpr_decide(False, started, sql, many, wrapper)
+        else:
+            raise  # not a loss: the caller's error, untouched
+        if last and decision == Recovery.RERUN:
+            decision = Recovery.RAISE
+        exc = self._dpr_recover(decision, cause, sql)
+        if decision == Recovery.RAISE:
+            raise
+        if exc is not None:
+            raise exc from cause
+        self._dpr_refresh_cursor(wrapper)
 
     def _dpr_decide(
         self, sent: bool, started: bool | None, sql: Any, many: bool, wrapper: Any
@@ -702,13 +760,17 @@ class _ReconnectCursorMixin:
     db: Any
     _dpr_serial: int
 
+    # Django's own methods, called unbound: neither debug wrapper overrides them, and this
+    # spares building a super() proxy and a bound method for every statement.
     def _execute(self, sql: Any, params: Any, *ignored_wrapper_args: Any) -> Any:
-        run = super()._execute  # type: ignore[misc]
-        return self.db._dpr_statement(self, run, sql, params, ignored_wrapper_args, False)
+        return self.db._dpr_statement(self, _run_one, sql, params, ignored_wrapper_args, False)
 
     def _executemany(self, sql: Any, param_list: Any, *ignored_wrapper_args: Any) -> Any:
-        run = super()._executemany  # type: ignore[misc]
-        return self.db._dpr_statement(self, run, sql, param_list, ignored_wrapper_args, True)
+        return self.db._dpr_statement(self, _run_many, sql, param_list, ignored_wrapper_args, True)
+
+
+_run_one = CursorWrapper._execute  # type: ignore[attr-defined]
+_run_many = CursorWrapper._executemany  # type: ignore[attr-defined]
 
 
 class ReconnectCursorWrapper(_ReconnectCursorMixin, CursorWrapper):
