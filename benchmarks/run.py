@@ -17,6 +17,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -258,7 +259,8 @@ def update_readme(results: dict[str, dict[str, Any]], host: dict[str, str], v120
         return
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
-    body = "\n".join(line for line in block).strip()
+    block.insert(1, "")
+    body = re.sub(r"\n{3,}", "\n\n", "\n".join(block)).strip()
     README.write_text(f"{head}{README_START}\n{body}\n{README_END}{tail}")
 
 
