@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.db import connections
 
@@ -37,6 +39,19 @@ def two_hosts(server, new_primary):
     server.execute("SELECT pg_reload_conf()")
 
 
+def _wait_until_the_session_is_read_only(wrapper):
+    """A backend applies a reloaded configuration between two commands, not while it waits
+    for one: without this, the first INSERT after the reload could still run read-write."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with wrapper.cursor() as cursor:
+            cursor.execute("SHOW default_transaction_read_only")
+            if cursor.fetchone()[0] == "on":
+                return
+        time.sleep(0.01)
+    raise AssertionError("the server never turned read-only")
+
+
 def _port_in_use(wrapper):
     with wrapper.cursor() as cursor:
         cursor.execute("SELECT current_setting('port')")
@@ -49,6 +64,7 @@ def test_write_refused_by_a_node_turned_read_only_runs_on_the_new_primary(
     assert _port_in_use(two_hosts) == server.port
     server.execute("ALTER SYSTEM SET default_transaction_read_only = on")
     server.execute("SELECT pg_reload_conf()")
+    _wait_until_the_session_is_read_only(two_hosts)
 
     with two_hosts.cursor() as cursor:
         cursor.execute("INSERT INTO app_item (name, value) VALUES ('moved', 1)")
