@@ -13,7 +13,8 @@ import nox
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
-DRIVERS = {"psycopg": "psycopg", "psycopg2": "psycopg2"}
+# psycopg 3 comes with psycopg_pool, for Django's connection pool (tests/test_pool.py).
+DRIVERS = {"psycopg": "psycopg,pool", "psycopg2": "psycopg2"}
 DJANGO = {"4.2": "Django>=4.2,<5.0", "5.2": "Django>=5.2,<6.0", "6.1": "Django>=6.1,<6.2"}
 # (Python, Django, driver): the old LTS on the oldest Python, the current LTS with both
 # drivers, the newest Django on the newest Python.

@@ -10,4 +10,8 @@ class ReconnectConfig(AppConfig):
     verbose_name = "PostgreSQL reconnect"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        from django.core import checks
+
+        from .checks import check_reconnect_settings
+
+        checks.register(check_reconnect_settings)

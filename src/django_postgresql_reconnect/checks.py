@@ -1,19 +1,20 @@
 """System checks: a wrong ``RECONNECT`` setting fails ``manage.py check`` with the fix.
 
 Django imports a database backend only when a connection is first used, so a check
-registered by the backend alone would miss a plain ``manage.py check``. Two ways in:
-``'django_postgresql_reconnect'`` in ``INSTALLED_APPS`` registers the check at start-up
-(``apps.py``), and the backend's validation reports its own alias under
-``manage.py check --database`` (and ``migrate``), app or no app.
+registered by the backend would miss a plain ``manage.py check``. Two ways in, each message
+reported once: with ``'django_postgresql_reconnect'`` in ``INSTALLED_APPS`` the app registers
+``check_reconnect_settings`` at start-up (``apps.py``); without it, the backend's validation
+reports its own alias under ``manage.py check --database`` (and ``migrate``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Warning, register
+from django.core.checks import CheckMessage, Error, Warning
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.validation import BaseDatabaseValidation
 from django.db.utils import load_backend
@@ -46,21 +47,17 @@ def setting_errors(alias: str, settings_dict: dict[str, Any]) -> list[CheckMessa
     ]
 
 
-@register()
 def check_reconnect_settings(
-    app_configs: Sequence[Any] | None = None,
-    databases: Iterable[str] | None = None,
-    **kwargs: Any,
+    app_configs: Sequence[Any] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:
     """Validate ``RECONNECT`` for every alias whose ENGINE uses the reconnecting engine."""
-    reported_by_backend = set(databases or ())
     messages: list[CheckMessage] = []
     for alias, settings_dict in settings.DATABASES.items():
         if "RECONNECT" not in settings_dict:
             continue  # absent means on with the defaults: nothing to check
         engine = str(settings_dict.get("ENGINE", ""))
         reconnects = _reconnects(engine)
-        if reconnects and alias not in reported_by_backend:
+        if reconnects:
             messages.extend(setting_errors(alias, settings_dict))
         elif reconnects is False and settings_dict.get("RECONNECT"):
             messages.append(
@@ -80,5 +77,6 @@ class ReconnectValidation(BaseDatabaseValidation):
 
     def check(self, **kwargs: Any) -> list[CheckMessage]:
         messages: list[CheckMessage] = list(super().check(**kwargs))
-        messages.extend(setting_errors(self.connection.alias, self.connection.settings_dict))
+        if not apps.is_installed("django_postgresql_reconnect"):  # else the app's check does
+            messages.extend(setting_errors(self.connection.alias, self.connection.settings_dict))
         return messages

@@ -2,7 +2,6 @@
 
 from django.db.backends.postgresql.base import DatabaseWrapper as PostgreSQLDatabaseWrapper
 
-from .. import checks  # noqa: F401  (registers the system checks with the engine)
 from ..mixin import ReconnectMixin
 
 __all__ = ["DatabaseWrapper"]

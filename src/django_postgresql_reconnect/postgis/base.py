@@ -2,7 +2,6 @@
 
 from django.contrib.gis.db.backends.postgis.base import DatabaseWrapper as PostGISDatabaseWrapper
 
-from .. import checks  # noqa: F401  (registers the system checks with the engine)
 from ..mixin import ReconnectMixin
 
 __all__ = ["DatabaseWrapper"]
