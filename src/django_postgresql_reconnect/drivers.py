@@ -82,7 +82,10 @@ def uses_ssl(connection: Any) -> bool:
 # An empty query is the cheapest message the protocol answers: no parse, no plan, no snapshot;
 # the server replies EmptyQueryResponse and ReadyForQuery. It must not wait longer than its
 # timeout, which libpq's blocking calls cannot promise, so it is sent asynchronously and the
-# socket is polled against a deadline.
+# socket is polled against a deadline. PQgetResult is called only when PQisBusy says it will
+# not block, before every call: after the first result it waits for ReadyForQuery, and
+# psycopg 3 makes that call holding the GIL, so a blocking one would freeze every thread of
+# the process (the FaultProxy of the tests included) until the server answered.
 
 
 def _wait_readable(fd: int, deadline: float) -> bool:
@@ -103,16 +106,17 @@ def _ping_psycopg3(connection: Any, timeout: float) -> bool:
     while pgconn.flush():
         if not _wait_readable(pgconn.socket, deadline):
             return False
+    ok = True
     while True:
         pgconn.consume_input()
-        if not pgconn.is_busy():
-            break
-        if not _wait_readable(pgconn.socket, deadline):
-            return False
-    ok = True
-    while (result := pgconn.get_result()) is not None:
+        if pgconn.is_busy():
+            if not _wait_readable(pgconn.socket, deadline):
+                return False
+            continue
+        result = pgconn.get_result()
+        if result is None:
+            return ok
         ok = ok and result.status == psycopg.pq.ExecStatus.EMPTY_QUERY
-    return ok
 
 
 class _LibPQ:
@@ -179,18 +183,19 @@ def _ping_psycopg2(connection: Any, timeout: float) -> bool:
             return False
     if flushed < 0:
         return False
+    ok = True
     while True:
         if not lib.PQconsumeInput(conn):
             return False
-        if not lib.PQisBusy(conn):
-            break
-        if not _wait_readable(fd, deadline):
-            return False
-    ok = True
-    while result := lib.PQgetResult(conn):
+        if lib.PQisBusy(conn):
+            if not _wait_readable(fd, deadline):
+                return False
+            continue
+        result = lib.PQgetResult(conn)
+        if not result:
+            return ok
         ok = ok and lib.PQresultStatus(result) == _PGRES_EMPTY_QUERY
         lib.PQclear(result)
-    return ok
 
 
 def ping(connection: Any, timeout: float) -> bool:

@@ -283,6 +283,7 @@ class FaultProxy:
         # Faults. Only the loop's thread writes these, inside _control().
         self._flowing: asyncio.Event | None = None  # cleared while blackholed
         self._latency = 0.0
+        self._trickle = 0.0
         self._refuse_until = 0.0
         self._swallow: _Swallow | None = None
         # Counters, read from the test's thread.
@@ -449,6 +450,21 @@ class FaultProxy:
         self._control(arm)
         logger.info("proxy on port %d: latency %.3f s", self._port, seconds)
 
+    def trickle(self, seconds: float) -> None:
+        """Deliver the server's replies one byte at a time, ``seconds`` apart, until healed.
+
+        A reply then arrives in pieces, as over a congested link: a client must not assume
+        that one message being there means the next one is.
+        """
+        if seconds < 0:
+            raise ValueError("trickle delay cannot be negative")
+
+        def arm() -> None:
+            self._trickle = seconds
+
+        self._control(arm)
+        logger.info("proxy on port %d: trickle %.3f s per byte", self._port, seconds)
+
     def refuse(self, seconds: float | None = None) -> None:
         """Reset new connections at once, for ``seconds`` or until ``heal()``."""
         until = math.inf if seconds is None else time.monotonic() + seconds
@@ -473,6 +489,7 @@ class FaultProxy:
             assert self._flowing is not None
             self._flowing.set()
             self._latency = 0.0
+            self._trickle = 0.0
             self._refuse_until = 0.0
             self._swallow = None
 
@@ -633,7 +650,13 @@ class FaultProxy:
             while data := await reader.read(CHUNK_SIZE):
                 await self._hold(session)
                 forward, swallowed = session.read_backend(data)
-                if forward:
+                if forward and self._trickle:
+                    for index in range(len(forward)):
+                        await self._hold(session)  # a blackhole stops it mid-reply
+                        client.write(forward[index : index + 1])
+                        await client.drain()
+                        await asyncio.sleep(self._trickle)
+                elif forward:
                     client.write(forward)
                     await client.drain()
                 if swallowed:
