@@ -79,6 +79,10 @@ def _alias_state(alias: str, options: ReconnectOptions) -> _AliasState:
         return state
 
 
+# Never a driver connection: ``_dpr_watched is connection`` is then false for None too.
+_UNWATCHED = object()
+
+
 def _look_closer(timeout: int) -> list[Any]:
     """Stands in for a socket poll where there is no socket: always sends to the slow path."""
     return [(-1, 0)]
@@ -109,7 +113,7 @@ class ReconnectMixin(_Base):
         self._dpr_state = _alias_state(self.alias, options)
         self._dpr_serial = 0  # bumped per new connection, so old cursor wrappers notice
         self._dpr_watch: SocketWatch | None = None
-        self._dpr_watched: Any = None
+        self._dpr_watched: Any = _UNWATCHED
         self._dpr_poll: Callable[[int], list[Any]] = _look_closer
         self._dpr_idle_after = options.IDLE_CHECK_AFTER
         self._dpr_generation = 0
@@ -349,7 +353,7 @@ class ReconnectMixin(_Base):
         """Drop the driver connection without a word to the server, which is gone anyway."""
         self._dpr_close_driver_connection()
         self.connection = None
-        self._dpr_watch = self._dpr_watched = None
+        self._dpr_watch, self._dpr_watched = None, _UNWATCHED
 
     def _dpr_replace(self, error: BaseException | None, *, keep_transaction: bool) -> None:
         """Open a new connection in place of a dead one, keeping an unstarted transaction open."""
@@ -414,7 +418,7 @@ class ReconnectMixin(_Base):
         """
         self._dpr_lost_error = error
         self._dpr_close_driver_connection()
-        self._dpr_watch = self._dpr_watched = None
+        self._dpr_watch, self._dpr_watched = None, _UNWATCHED
         self.closed_in_transaction = True
         self.needs_rollback = True
 
@@ -475,48 +479,11 @@ class ReconnectMixin(_Base):
         params: Any,
         extra: tuple[Any, ...],
         many: bool,
+        first: int = 0,
     ) -> Any:
-        """Run one statement for a cursor wrapper, within the safety model.
-
-        This first part is the path of nearly every statement: the connection is open, was
-        used a moment ago, no other thread lost one of this alias, and its socket shows
-        nothing. It is written out flat because it runs once per query and its cost is
-        measured against stock Django; anything else goes to ``_dpr_statement_slow``.
-        """
-        connection = self.connection
-        if (
-            connection is not None
-            and wrapper._dpr_serial == self._dpr_serial
-            and self._dpr_watched is connection
-            and not self.closed_in_transaction
-            and self._dpr_generation == self._dpr_state.generation
-            and _monotonic() - self._dpr_last_used <= self._dpr_idle_after
-            and not self._dpr_poll(0)
-            and not drivers.connection_is_broken(connection)
-        ):
-            started = not self.autocommit and drivers.transaction_status(connection) != 0
-            try:
-                result = run(wrapper, sql, params, *extra)
-            except DatabaseError as error:
-                self._dpr_after_error(error, started, sql, many, wrapper, last=False)
-                return self._dpr_statement_slow(wrapper, run, sql, params, extra, many, 1)
-            self._dpr_last_used = _monotonic()
-            if not self._dpr_connecting and creates_session_state(sql):
-                self._dpr_session_state = True
-            return result
-        return self._dpr_statement_slow(wrapper, run, sql, params, extra, many, 0)
-
-    def _dpr_statement_slow(
-        self,
-        wrapper: Any,
-        run: Callable[..., Any],
-        sql: Any,
-        params: Any,
-        extra: tuple[Any, ...],
-        many: bool,
-        first: int,
-    ) -> Any:
-        """Look at the connection, replace it if dead, run the statement, recover from a loss."""
+        """Run one statement within the safety model: look at the connection, replace it if
+        dead, run the statement, recover from a loss. ``first`` counts the runs already lost
+        (the fast path in the cursor wrapper hands over after one)."""
         options = self.reconnect_options
         assert options is not None
         for attempt in range(first, MAX_RERUNS + 1):
@@ -760,15 +727,42 @@ class _ReconnectCursorMixin:
     db: Any
     _dpr_serial: int
 
-    # Django's own methods, called unbound: neither debug wrapper overrides them, and this
-    # spares building a super() proxy and a bound method for every statement.
     def _execute(self, sql: Any, params: Any, *ignored_wrapper_args: Any) -> Any:
-        return self.db._dpr_statement(self, _run_one, sql, params, ignored_wrapper_args, False)
+        """The path of nearly every statement, written out flat: it runs once per query and
+        its cost is measured against stock Django. The connection is the one this cursor
+        was made on and the one being watched, was used a moment ago, no other thread lost
+        one of this alias, its socket shows nothing and the driver does not call it broken.
+        Anything else, and any error, goes to ``_dpr_statement``."""
+        db = self.db
+        connection = db.connection
+        if (
+            self._dpr_serial == db._dpr_serial
+            and db._dpr_watched is connection
+            and db._dpr_generation == db._dpr_state.generation
+            and _monotonic() - db._dpr_last_used <= db._dpr_idle_after
+            and not db._dpr_poll(0)
+            and not drivers.connection_is_broken(connection)
+        ):
+            started = not db.autocommit and drivers.transaction_status(connection) != 0
+            try:
+                result = _run_one(self, sql, params, *ignored_wrapper_args)
+            except DatabaseError as error:
+                db._dpr_after_error(error, started, sql, False, self, last=False)
+                return db._dpr_statement(
+                    self, _run_one, sql, params, ignored_wrapper_args, False, 1
+                )
+            db._dpr_last_used = _monotonic()
+            if not db._dpr_connecting and creates_session_state(sql):
+                db._dpr_session_state = True
+            return result
+        return db._dpr_statement(self, _run_one, sql, params, ignored_wrapper_args, False)
 
     def _executemany(self, sql: Any, param_list: Any, *ignored_wrapper_args: Any) -> Any:
         return self.db._dpr_statement(self, _run_many, sql, param_list, ignored_wrapper_args, True)
 
 
+# Django's own methods, called unbound: neither debug wrapper overrides them, and this spares
+# building a super() proxy and a bound method for every statement.
 _run_one = CursorWrapper._execute  # type: ignore[attr-defined]
 _run_many = CursorWrapper._executemany  # type: ignore[attr-defined]
 
