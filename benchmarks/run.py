@@ -36,7 +36,7 @@ DRIVERS = ["psycopg", "psycopg2"]
 
 # Fewer rounds than the scripts' defaults, to keep the whole run near three minutes.
 OVERHEAD_ARGS = ["--rounds", "15", "--calls", "200"]
-DECORATOR_ARGS = ["--rounds", "8", "--calls", "80"]
+DECORATOR_ARGS = ["--rounds", "8", "--calls", "200"]
 ROUNDTRIP_ARGS = ["--requests", "50"]
 
 sys.path.insert(0, str(ROOT))
