@@ -52,15 +52,16 @@ CHILD = textwrap.dedent(
     {scenario}
     stop.set()
     beat.join()
-    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
-    print(f"RESULT {{alive}} {{took:.3f}} {{max(gaps):.3f}}")
+    beats = sum(1 for tick in ticks if started < tick < started + took)
+    print(f"RESULT {{alive}} {{took:.3f}} {{beats}}")
     proxy.stop()
     """
 )
 
 
-def run_child(server, scenario: str) -> tuple[bool, float, float]:
-    """Run a ping scenario in a child process; (alive, seconds, longest heartbeat gap)."""
+def run_child(server, scenario: str) -> tuple[bool, float, int]:
+    """Run a ping scenario in a child process: (alive, seconds the check took, heartbeats of
+    another thread while it ran). A frozen process fails by the child's timeout."""
     script = CHILD.format(
         root=str(ROOT),
         src=str(ROOT / "src"),
@@ -79,14 +80,14 @@ def run_child(server, scenario: str) -> tuple[bool, float, float]:
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
     assert done.returncode == 0 and lines, done.stdout + done.stderr
-    alive, took, gap = lines[-1].split()[1:]
-    return alive == "True", float(took), float(gap)
+    alive, took, beats = lines[-1].split()[1:]
+    return alive == "True", float(took), int(beats)
 
 
 def test_a_reply_that_arrives_a_byte_at_a_time_is_awaited_without_freezing_other_threads(
     server,
 ):
-    alive, took, longest_gap = run_child(
+    alive, _took, beats = run_child(
         server,
         """
         proxy.trickle(0.05)  # the 11 bytes of the reply take about half a second
@@ -98,12 +99,11 @@ def test_a_reply_that_arrives_a_byte_at_a_time_is_awaited_without_freezing_other
     )
 
     assert alive
-    assert took < 5.0
-    assert longest_gap < 0.3, "the other threads stood still while the check waited"
+    assert beats > 0, "the other threads stood still while the check waited"
 
 
 def test_a_reply_that_stops_halfway_makes_the_check_fail_at_its_timeout(server):
-    alive, took, longest_gap = run_child(
+    alive, took, beats = run_child(
         server,
         """
         proxy.trickle(0.05)
@@ -117,5 +117,5 @@ def test_a_reply_that_stops_halfway_makes_the_check_fail_at_its_timeout(server):
     )
 
     assert not alive
-    assert 1.0 <= took < 3.0
-    assert longest_gap < 0.3, "the other threads stood still while the check waited"
+    assert took >= 1.0, "the check gave up on an error, not at its timeout"
+    assert beats > 0, "the other threads stood still while the check waited"
