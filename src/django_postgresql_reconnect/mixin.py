@@ -174,11 +174,9 @@ class ReconnectMixin(_Base):
                     if fresh is None or fresh is before or not self._dpr_lost(error):
                         raise
                     setups += 1
-                    delay = next(delays)
-                    now = time.monotonic()
-                    if setups >= options.CONNECT_ATTEMPTS or now + delay >= (
-                        self._dpr_connect_deadline
-                    ):
+                    delay = self._dpr_next_pause(delays, setups, self._dpr_connect_deadline)
+                    if delay is None:
+                        now = time.monotonic()
                         self._dpr_discard()
                         raise DatabaseUnavailable(
                             f"could not set up a connection to database {self.alias!r}: it "
@@ -204,6 +202,18 @@ class ReconnectMixin(_Base):
                     self._dpr_connecting = False
         finally:
             self._dpr_connect_deadline = None
+
+    def _dpr_next_pause(
+        self, delays: Iterator[float], attempts: int, deadline: float
+    ) -> float | None:
+        """The backoff pause before another connect attempt; None once ``attempts`` reached
+        CONNECT_ATTEMPTS or the pause would end past ``deadline``."""
+        options = self.reconnect_options
+        assert options is not None
+        delay = next(delays)
+        if attempts >= options.CONNECT_ATTEMPTS or time.monotonic() + delay >= deadline:
+            return None
+        return delay
 
     def _dpr_lost(self, error: BaseException) -> bool:
         code = drivers.sqlstate(error)
@@ -258,9 +268,9 @@ class ReconnectMixin(_Base):
                     if probe:
                         breaker.record_success()  # the server answered: it is up
                     raise
-                delay = next(delays)
-                now = time.monotonic()
-                if probe or attempts >= options.CONNECT_ATTEMPTS or now + delay >= deadline:
+                delay = None if probe else self._dpr_next_pause(delays, attempts, deadline)
+                if delay is None:
+                    now = time.monotonic()
                     breaker.record_failure()
                     raise DatabaseUnavailable(
                         f"could not connect to database {self.alias!r} after {attempts} "
