@@ -53,7 +53,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "direct": _entry(ENGINE, *direct),
             "stock": _entry(STOCK, *via_proxy),
             "fastfail": _entry(
-                ENGINE, *via_proxy, RECONNECT={"DEADLINE": 1.0, "BREAKER_COOLDOWN": 2.0}
+                ENGINE, *via_proxy, RECONNECT={"DEADLINE": 1.0, "BREAKER_PROBE_INTERVAL": 0.2}
             ),
             "disabled": _entry(ENGINE, *via_proxy, RECONNECT=False),
         },
@@ -104,15 +104,15 @@ def _fresh_state() -> Iterator[None]:
     """Each scenario starts with healthy connections, no armed fault and an empty table."""
     from django.db import connections
 
-    from django_postgresql_reconnect import mixin
+    from django_postgresql_reconnect import state as engine_state
 
     assert _proxy is not None and _server is not None
     _proxy.heal()
     if not _server.is_running:
         _server.start()
     _server.execute("TRUNCATE app_item RESTART IDENTITY", dbname="app")
-    for state in mixin._aliases.values():
-        state.breaker.record_success()  # a breaker opened by the last scenario is closed
+    for health in engine_state.all_alias_health():
+        health.breaker.reset()  # a breaker opened by the last scenario is closed
     _proxy.reset_counters()
     yield
     _proxy.heal()

@@ -56,3 +56,21 @@ def remove_database(alias: str) -> None:
     if alias in connections.settings:
         connections[alias].close()
         del connections.settings[alias]
+
+
+def lose_connection(server: PostgresServer, alias: str = "default") -> None:
+    """Terminate the server side of every client session and wait until ``alias`` heard it."""
+    server.terminate_backends()
+    wait_until_server_hung_up(alias)
+
+
+def run(sql: object, params: object = None, using: str = "default") -> list[tuple[object, ...]]:
+    """Run one statement through Django's cursor (and so through the engine); return its rows."""
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall()) if cursor.description else []
+
+
+def setting(name: str, using: str = "default") -> str:
+    """A setting of the session, as the server reports it."""
+    return str(run("SELECT current_setting(%s)", [name], using)[0][0])

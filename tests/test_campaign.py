@@ -33,7 +33,7 @@ from django_postgresql_reconnect import (
     signals,
 )
 from django_postgresql_reconnect.conf import TCP_DEFAULTS, ReconnectOptions
-from django_postgresql_reconnect.mixin import MAX_RERUNS
+from django_postgresql_reconnect.policy import MAX_RERUNS
 from django_postgresql_reconnect.testing import FaultProxy
 from tests.app.models import Item
 from tests.faults import item_names, wait_until_server_hung_up

@@ -8,7 +8,7 @@ import time
 import pytest
 from django.db import transaction
 
-from django_postgresql_reconnect import DatabaseUnavailable
+from django_postgresql_reconnect import DatabaseUnavailable, signals
 from tests.app.models import Item
 from tests.faults import item_names
 
@@ -65,20 +65,59 @@ def test_outage_longer_than_the_deadline_raises_database_unavailable(server):
     assert caught.value.attempts >= 2
 
 
-def test_callers_fail_fast_during_the_breaker_cooldown_and_recover_after(server):
+def test_callers_fail_fast_while_the_breaker_is_open_and_a_probe_finds_the_server_back(server):
     Item.objects.using("fastfail").count()
     server.stop()
     with pytest.raises(DatabaseUnavailable):
-        Item.objects.using("fastfail").count()
+        Item.objects.using("fastfail").count()  # spends its whole deadline: the breaker opens
 
     with pytest.raises(DatabaseUnavailable) as caught:
         Item.objects.using("fastfail").count()
     assert caught.value.attempts == 0  # failed at once: no connection attempt was made
-    assert "BREAKER_COOLDOWN" in str(caught.value)
+    assert "probe" in str(caught.value)
 
     server.start()
-    time.sleep(2.1)  # the cool-down: the next caller probes, and the probe succeeds
-    assert Item.objects.using("fastfail").count() == 0
+    assert count_once_the_probe_lets_through("fastfail") == 0
+
+
+def test_a_probe_interrupted_by_a_base_exception_does_not_leave_the_breaker_stuck(server):
+    """A Celery soft time limit, KeyboardInterrupt or gevent.Timeout during the probe."""
+
+    class Interrupted(BaseException):
+        pass
+
+    def interrupt(**kwargs: object) -> None:
+        raise Interrupted
+
+    Item.objects.using("fastfail").count()
+    server.stop()
+    with pytest.raises(DatabaseUnavailable):
+        Item.objects.using("fastfail").count()
+    signals.pre_reconnect.connect(interrupt)
+    try:
+        with pytest.raises(Interrupted):
+            wait_for_probe(lambda: Item.objects.using("fastfail").count())
+    finally:
+        signals.pre_reconnect.disconnect(interrupt)
+
+    server.start()
+    assert count_once_the_probe_lets_through("fastfail") == 0
+
+
+def wait_for_probe(call, limit: float = 10.0):
+    """Call until the breaker lets the call through (it then succeeds or fails otherwise)."""
+    give_up = time.monotonic() + limit
+    while True:
+        try:
+            return call()
+        except DatabaseUnavailable as error:
+            if error.attempts or time.monotonic() > give_up:
+                raise
+            time.sleep(0.02)
+
+
+def count_once_the_probe_lets_through(alias: str) -> int:
+    return wait_for_probe(lambda: Item.objects.using(alias).count())
 
 
 def test_atomic_block_across_a_restart_before_its_first_statement_commits(server):

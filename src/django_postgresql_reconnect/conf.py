@@ -37,22 +37,33 @@ class ReconnectOptions:
     """Connection attempts within the deadline, at most."""
     BACKOFF_INITIAL: float = 0.05
     """Upper bound of the first pause between attempts (seconds; full jitter below it)."""
-    BACKOFF_MAX: float = 1.0
+    BACKOFF_MAX: float = 0.5
     """Cap of the pause between attempts (seconds)."""
     RETRY_READS: bool = True
     """Re-run an autocommit read whose connection was lost while it ran."""
-    BREAKER_COOLDOWN: float = 5.0
-    """After a caller spent its whole deadline, fail fast for this long (0 disables)."""
+    BREAKER_PROBE_INTERVAL: float = 0.5
+    """Once a caller spent its whole deadline, other calls fail at once, and one probe at a
+    time tries to connect, at most this often (seconds; 0 disables the breaker)."""
     IDLE_CHECK_AFTER: float = 2.0
     """A connection idle for longer gets one round-trip check before use (seconds)."""
     PING_TIMEOUT: float = 2.0
     """How long that round-trip check waits for the server's answer (seconds)."""
     TCP_DEFAULTS: bool = True
     """Apply keepalives, tcp_user_timeout and connect_timeout where OPTIONS sets none."""
+    TRANSACTION_POOLING: bool = False
+    """The connection goes through a transaction-pooling PgBouncer (or RDS Proxy): session
+    state cannot outlive a transaction there, so none is tracked, restored or reported."""
+    LOG_STATEMENTS: bool = True
+    """Put the statement's text (cut to 200 characters, never its parameters) in log lines."""
 
 
 _FIELDS = {f.name: f for f in fields(ReconnectOptions)}
 _DEFAULTS = ReconnectOptions()
+# Options renamed before 2.0, with what to write instead.
+_RENAMED = {
+    "BREAKER_COOLDOWN": "BREAKER_PROBE_INTERVAL (the breaker now probes every few tenths of "
+    "a second instead of waiting out a cool-down)",
+}
 
 
 @dataclass(frozen=True)
@@ -85,11 +96,12 @@ def find_problems(alias: str, value: object) -> list[Problem]:
     for key, option in value.items():
         if key not in _FIELDS:
             close = difflib.get_close_matches(str(key).upper(), _FIELDS, n=1)
-            hint = (
-                f"Did you mean {close[0]!r}?"
-                if close
-                else "Valid options: " + ", ".join(sorted(_FIELDS)) + "."
-            )
+            if key in _RENAMED:
+                hint = f"Write {_RENAMED[key]}."
+            elif close:
+                hint = f"Did you mean {close[0]!r}?"
+            else:
+                hint = "Valid options: " + ", ".join(sorted(_FIELDS)) + "."
             problems.append(
                 Problem(
                     "django_postgresql_reconnect.E002",

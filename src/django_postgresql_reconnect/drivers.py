@@ -6,11 +6,16 @@ psycopg2. Both wrap libpq, so each answer below is the same libpq fact read two 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
-import select
+import sys
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from .liveness import wait_readable
 
 try:
     import psycopg
@@ -23,8 +28,15 @@ except ImportError:
 __all__ = [
     "IS_PSYCOPG3",
     "TRANSACTION_IDLE",
+    "TRANSACTION_IN_ERROR",
+    "TRANSACTION_UNKNOWN",
+    "backend_pid",
+    "close_without_goodbye",
     "connection_is_broken",
+    "execute",
     "ping",
+    "render",
+    "server_key",
     "socket_fd",
     "sqlstate",
     "transaction_status",
@@ -33,6 +45,7 @@ __all__ = [
 
 # libpq's PGTransactionStatusType: PQTRANS_IDLE, ACTIVE, INTRANS, INERROR, UNKNOWN.
 TRANSACTION_IDLE = 0
+TRANSACTION_IN_ERROR = 3
 TRANSACTION_UNKNOWN = 4
 
 
@@ -62,7 +75,7 @@ def socket_fd(connection: Any) -> int:
 
 
 def transaction_status(connection: Any) -> int:
-    """libpq's transaction status: 0 idle (no transaction open), 2 in transaction, 4 unknown."""
+    """libpq's transaction status: 0 idle (no transaction open), 2 in transaction, 3 failed."""
     try:
         if IS_PSYCOPG3:
             return int(connection.pgconn.transaction_status)
@@ -78,6 +91,75 @@ def uses_ssl(connection: Any) -> bool:
         return False
 
 
+def backend_pid(connection: Any) -> int | None:
+    """The server process of this connection (no round trip), for log lines."""
+    try:
+        pid = connection.info.backend_pid if IS_PSYCOPG3 else connection.get_backend_pid()
+        return int(pid) or None
+    except Exception:
+        return None
+
+
+def server_key(connection: Any) -> tuple[str, str, str]:
+    """(host, port, database) this connection reached: with several hosts, the one it got."""
+    try:
+        info = connection.info
+        return (str(info.host), str(info.port), str(info.dbname))
+    except Exception:
+        return ("", "", "")
+
+
+def render(sql: Any, connection: Any) -> str | None:
+    """The text of a statement given as bytes or a composed SQL object; None if unreadable."""
+    if isinstance(sql, str):
+        return sql
+    if isinstance(sql, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(sql).decode()
+        except UnicodeDecodeError:
+            return None
+    as_string = getattr(sql, "as_string", None)
+    if as_string is None:
+        return None
+    try:
+        text = as_string(connection)
+    except Exception:
+        return None
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return text if isinstance(text, str) else None
+
+
+def execute(connection: Any, sql: str, params: Sequence[Any] | None = None) -> list[Any]:
+    """Run one statement on a driver connection, outside Django; return its rows."""
+    cursor = connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        if cursor.description is None:
+            return []
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def close_without_goodbye(connection: Any) -> None:
+    """Close a connection inherited across fork() without a byte on the parent's socket.
+
+    libpq says goodbye (a Terminate message, or a TLS close) when it closes. The parent still
+    talks to the server over that socket, so in the child the descriptor is first pointed at
+    /dev/null: the goodbye goes nowhere and the parent's session is untouched.
+    """
+    fd = socket_fd(connection)
+    if fd >= 0 and sys.platform != "win32":
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+    with contextlib.suppress(Exception):
+        connection.close()
+
+
 # --- The round-trip check ---------------------------------------------------------------------
 # An empty query is the cheapest message the protocol answers: no parse, no plan, no snapshot;
 # the server replies EmptyQueryResponse and ReadyForQuery. It must not wait longer than its
@@ -88,29 +170,18 @@ def uses_ssl(connection: Any) -> bool:
 # the process (the FaultProxy of the tests included) until the server answered.
 
 
-def _wait_readable(fd: int, deadline: float) -> bool:
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
-    remaining = deadline - time.monotonic()
-    while remaining > 0:
-        if poller.poll(remaining * 1000):
-            return True
-        remaining = deadline - time.monotonic()
-    return False
-
-
 def _ping_psycopg3(connection: Any, timeout: float) -> bool:
     pgconn = connection.pgconn
     deadline = time.monotonic() + timeout
     pgconn.send_query(b"")
     while pgconn.flush():
-        if not _wait_readable(pgconn.socket, deadline):
+        if not wait_readable(pgconn.socket, deadline):
             return False
     ok = True
     while True:
         pgconn.consume_input()
         if pgconn.is_busy():
-            if not _wait_readable(pgconn.socket, deadline):
+            if not wait_readable(pgconn.socket, deadline):
                 return False
             continue
         result = pgconn.get_result()
@@ -135,25 +206,13 @@ class _LibPQ:
         if cls._looked:
             return cls._lib
         cls._looked = True
-        path = None
-        try:
-            with open("/proc/self/maps") as maps:
-                candidates = [
-                    line.split()[-1]
-                    for line in maps
-                    if "libpq" in line and line.split()[-1].startswith("/")
-                ]
-        except OSError:
-            candidates = []
-        for candidate in candidates:
-            if "psycopg2" in candidate:
-                path = candidate
-                break
-        if path is None and len(set(candidates)) == 1:
-            path = candidates[0]
-        if path is None or not os.path.exists(path):
+        path = _psycopg2_libpq_path()
+        if path is None:
             return None
-        lib = ctypes.CDLL(path)
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            return None
         lib.PQsendQuery.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
         lib.PQflush.argtypes = lib.PQconsumeInput.argtypes = [ctypes.c_void_p]
         lib.PQisBusy.argtypes = lib.PQgetResult.argtypes = [ctypes.c_void_p]
@@ -161,6 +220,34 @@ class _LibPQ:
         lib.PQresultStatus.argtypes = lib.PQclear.argtypes = [ctypes.c_void_p]
         cls._lib = lib
         return lib
+
+
+def _psycopg2_libpq_path() -> str | None:
+    """The libpq file psycopg2 uses: mapped into this process (Linux), or shipped beside it."""
+    candidates: list[str] = []
+    try:
+        with open("/proc/self/maps") as maps:
+            candidates = [
+                line.split()[-1] for line in maps if "libpq" in line and "/" in line.split()[-1]
+            ]
+    except OSError:
+        pass
+    for candidate in candidates:
+        if "psycopg2" in candidate:
+            return candidate
+    if len(set(candidates)) == 1:
+        return candidates[0]
+    try:
+        import psycopg2  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    package = Path(psycopg2.__file__).parent
+    # The wheels' bundled copies: psycopg2_binary.libs (Linux), .dylibs (macOS), the package
+    # folder itself (Windows).
+    for folder in (package.parent / "psycopg2_binary.libs", package / ".dylibs", package):
+        for found in sorted(folder.glob("libpq*")) if folder.is_dir() else []:
+            return str(found)
+    return None
 
 
 _PGRES_EMPTY_QUERY = 0
@@ -179,7 +266,7 @@ def _ping_psycopg2(connection: Any, timeout: float) -> bool:
     if not lib.PQsendQuery(conn, b""):
         return False
     while (flushed := lib.PQflush(conn)) == 1:
-        if not _wait_readable(fd, deadline):
+        if not wait_readable(fd, deadline):
             return False
     if flushed < 0:
         return False
@@ -188,7 +275,7 @@ def _ping_psycopg2(connection: Any, timeout: float) -> bool:
         if not lib.PQconsumeInput(conn):
             return False
         if lib.PQisBusy(conn):
-            if not _wait_readable(fd, deadline):
+            if not wait_readable(fd, deadline):
                 return False
             continue
         result = lib.PQgetResult(conn)
