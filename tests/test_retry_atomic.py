@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from django.db import IntegrityError, OperationalError, connections, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connections, transaction
 from django.db.models import F
 
 from django_postgresql_reconnect import (
@@ -407,3 +407,218 @@ def test_lost_reply_to_a_commit_that_aborted_on_the_last_attempt_says_it_aborted
     assert not isinstance(caught.value, CommitOutcomeUnknown)
     assert calls.count == 1
     assert server.execute("SELECT count(*) FROM scenario_child", dbname="app") == [("0",)]
+
+
+# --- atomic()'s promises are kept: on_commit, set_rollback, swallowed errors, NOTIFY ------------
+
+
+def test_on_commit_callbacks_run_once_when_a_lost_commit_reply_resolves_as_committed(proxy):
+    ran = []
+
+    def book() -> str:
+        Item.objects.create(name="booked")
+        transaction.on_commit(lambda: ran.append("task.delay"))
+        return "receipt"
+
+    fired = proxy.swallow_reply("COMMIT")
+
+    assert retry_atomic(book) == "receipt"
+    assert fired.is_set()
+    assert ran == ["task.delay"]
+
+
+def test_on_commit_callbacks_of_an_aborted_attempt_do_not_run(proxy, server, deferred_check):
+    ran = []
+    calls = Calls()
+
+    def book() -> int:
+        calls.count += 1
+        attempt = calls.count
+        item = Item.objects.create(name="parent")
+        transaction.on_commit(lambda: ran.append(attempt))
+        parent = item.pk if attempt > 1 else -1  # the first COMMIT fails its deferred check
+        with connections["default"].cursor() as cursor:
+            cursor.execute("INSERT INTO scenario_child (parent_id) VALUES (%s)", [parent])
+        return item.pk
+
+    proxy.swallow_reply("COMMIT")
+
+    retry_atomic(book)
+
+    assert calls.count == 2
+    assert ran == [2]  # the committed attempt's callback, once; none for the aborted one
+
+
+def test_on_commit_callback_of_a_savepoint_rolled_back_inside_the_function_does_not_run(proxy):
+    ran = []
+
+    def book() -> None:
+        transaction.on_commit(lambda: ran.append("kept"))
+        with pytest.raises(RuntimeError), transaction.atomic():
+            transaction.on_commit(lambda: ran.append("rolled back"))
+            raise RuntimeError
+        Item.objects.create(name="x")
+
+    proxy.swallow_reply("COMMIT")
+    retry_atomic(book)
+
+    assert ran == ["kept"]
+
+
+def test_set_rollback_inside_the_function_returns_like_atomic_with_nothing_committed(server):
+    def book() -> str:
+        Item.objects.create(name="discarded")
+        transaction.set_rollback(True)
+        return "rolled back"
+
+    assert retry_atomic(book) == "rolled back"
+    assert item_names(server) == []
+
+
+def test_set_rollback_with_a_lost_commit_reply_is_not_a_lost_commit(proxy, server):
+    """No COMMIT is sent for a block marked for rollback, so nothing can be lost there."""
+
+    def book() -> str:
+        Item.objects.create(name="discarded")
+        transaction.set_rollback(True)
+        return "rolled back"
+
+    proxy.swallow_reply("COMMIT")
+    assert retry_atomic(book) == "rolled back"
+    assert item_names(server) == []
+
+
+def test_a_swallowed_error_behaves_as_in_atomic(server):
+    def swallow() -> str:
+        Item.objects.create(name="before")
+        try:
+            with connections["default"].cursor() as cursor:
+                cursor.execute("SELECT 1 / 0")
+        except DatabaseError:
+            pass
+        return "swallowed"
+
+    outcomes = []
+    for runner in (lambda f: _in_atomic(f), retry_atomic):
+        try:
+            outcomes.append(("returned", runner(swallow)))
+        except Exception as error:
+            outcomes.append(("raised", type(error)))
+        outcomes.append(("rows", item_names(server)))
+        server.execute("TRUNCATE app_item", dbname="app")
+
+    assert outcomes[:2] == outcomes[2:]
+
+
+def _in_atomic(func):
+    with transaction.atomic():
+        return func()
+
+
+def test_a_notify_only_transaction_with_a_lost_commit_reply_notifies_once(proxy, server):
+    from tests.faults import run
+
+    run("LISTEN scenario_jobs", using="direct")
+    connections["direct"].close()  # the listener below has its own session
+    listener = _Listener(server)
+
+    def notify() -> str:
+        run("NOTIFY scenario_jobs, 'job-1'")
+        return "notified"
+
+    fired = proxy.swallow_reply("COMMIT")
+    try:
+        assert retry_atomic(notify) == "notified"
+        assert fired.is_set()
+        assert listener.payloads() == ["job-1"]
+    finally:
+        listener.close()
+
+
+class _Listener:
+    """A plain driver session that LISTENs, outside Django."""
+
+    def __init__(self, server) -> None:
+        if drivers.IS_PSYCOPG3:
+            import psycopg
+
+            self.connection = psycopg.connect(server.dsn("app"), autocommit=True)
+        else:
+            import psycopg2
+
+            self.connection = psycopg2.connect(server.dsn("app"))
+            self.connection.autocommit = True
+        drivers.execute(self.connection, "LISTEN scenario_jobs")
+
+    def payloads(self) -> list[str]:
+        import time as _time
+
+        _time.sleep(0.3)
+        if drivers.IS_PSYCOPG3:
+            return [n.payload for n in self.connection.notifies(timeout=0.5, stop_after=5)]
+        self.connection.poll()
+        return [n.payload for n in self.connection.notifies]
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def test_a_lost_commit_reply_answered_by_another_server_is_outcome_unknown(proxy, server):
+    """After a failover the id names another transaction, or none: never trust it there."""
+    from django_postgresql_reconnect import signals
+    from django_postgresql_reconnect.testing import PostgresServer
+    from tests.conftest import PASSWORD
+
+    other = PostgresServer(auth="password", password=PASSWORD)
+    other.start()
+    try:
+        other.create_database("app")
+        other.execute("CREATE TABLE app_item (LIKE pg_class)", dbname="app")
+
+        def move(connection, **kwargs: object) -> None:
+            connection.settings_dict["HOST"] = other.host
+            connection.settings_dict["PORT"] = other.port
+
+        calls = Calls()
+
+        def book() -> None:
+            calls.count += 1
+            Item.objects.create(name="maybe")
+
+        Item.objects.count()
+        proxy.swallow_reply("COMMIT")
+        signals.pre_reconnect.connect(move)
+        try:
+            with pytest.raises(CommitOutcomeUnknown) as caught:
+                retry_atomic(book)
+        finally:
+            signals.pre_reconnect.disconnect(move)
+            wrapper = connections["default"]
+            wrapper.close()
+            wrapper.settings_dict["HOST"] = proxy.host
+            wrapper.settings_dict["PORT"] = proxy.port
+        assert "another server" in str(caught.value)
+        assert calls.count == 1
+        assert item_names(server) == ["maybe"]
+    finally:
+        other.close()
+
+
+def test_async_twin_resolves_a_lost_commit_reply(proxy, server):
+    import asyncio
+
+    from django_postgresql_reconnect import aretry_atomic
+
+    calls = Calls()
+
+    def book() -> str:
+        calls.count += 1
+        Item.objects.create(name="async")
+        return "receipt"
+
+    fired = proxy.swallow_reply("COMMIT")
+
+    assert asyncio.run(aretry_atomic(book)) == "receipt"
+    assert fired.is_set()
+    assert calls.count == 1
+    assert item_names(server) == ["async"]

@@ -19,10 +19,12 @@ _PUBLIC = {
     "ReconnectError": "exceptions",
     "SessionStateLost": "exceptions",
     "StatementOutcomeUnknown": "exceptions",
+    "StatementInterrupted": "exceptions",
     "TransactionLost": "exceptions",
     "ReconnectMiddleware": "guards",
     "check_pgsql_connections": "guards",
     "reconnect": "guards",
+    "aretry_atomic": "transactions",
     "no_retry": "transactions",
     "retry_atomic": "transactions",
     "retrying_atomic": "transactions",
@@ -37,8 +39,10 @@ __all__ = [
     "ReconnectError",
     "ReconnectMiddleware",
     "SessionStateLost",
+    "StatementInterrupted",
     "StatementOutcomeUnknown",
     "TransactionLost",
+    "aretry_atomic",
     "check_pgsql_connections",
     "decorator",
     "middleware",
@@ -54,11 +58,12 @@ if TYPE_CHECKING:
         DatabaseUnavailable,
         ReconnectError,
         SessionStateLost,
+        StatementInterrupted,
         StatementOutcomeUnknown,
         TransactionLost,
     )
     from .guards import ReconnectMiddleware, check_pgsql_connections, reconnect
-    from .transactions import no_retry, retry_atomic, retrying_atomic
+    from .transactions import aretry_atomic, no_retry, retry_atomic, retrying_atomic
 
     middleware = ReconnectMiddleware
     decorator = reconnect

@@ -39,6 +39,7 @@ class Link:
         "check_after",
         "connection",
         "current",
+        "identity",
         "idle_after",
         "inherited",
         "poll",
@@ -55,6 +56,8 @@ class Link:
         self.current = True
         """False once the wrapper moved on to another connection: cursors then catch up."""
         self.inherited = False
+        self.identity: tuple[str | None, ...] | None = None
+        """The server history its transactions belong to (retry_atomic), once asked."""
         _every_link.add(self)
 
     def used(self, now: float) -> None:
