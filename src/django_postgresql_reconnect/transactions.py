@@ -287,7 +287,7 @@ def _resolve_lost_commit(
         )
         return status
     if status == "committed":
-        what = "restarted since, so transaction id %d may belong to another transaction" % xid
+        what = f"restarted since, so transaction id {xid} may belong to another transaction"
     elif status:
         what = f"was still committing transaction {xid} at the deadline"
     else:
