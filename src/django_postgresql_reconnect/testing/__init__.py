@@ -1,8 +1,9 @@
 """Tools to test code against a real PostgreSQL that dies, stalls and loses replies.
 
-``PostgresServer`` is a throwaway cluster, ``FaultProxy`` a TCP proxy that injects faults
-between a client and that server, and ``SilentLink`` a network path that drops packets
-without a word (it needs root). Every tool starts with ``start()``, is released by
+``PostgresServer`` is a throwaway cluster, ``PostgresCluster`` a primary with streaming
+replicas to fail over, ``FaultProxy`` a TCP proxy that injects faults between a client and
+a server, and ``SilentLink`` a network path that drops packets without a word (it needs
+root). Every tool starts with ``start()``, is released by
 ``close()``, and does both as a context manager; every error is a ``LabError``. Standard
 library only, plus the PostgreSQL binaries.
 """
@@ -23,6 +24,7 @@ from .errors import (
 from .server import PostgresServer
 
 if TYPE_CHECKING:
+    from .cluster import PostgresCluster
     from .netns import SilentLink
     from .proxy import FaultProxy
 
@@ -31,6 +33,7 @@ __all__ = [
     "FaultProxy",
     "LabError",
     "PgBouncerError",
+    "PostgresCluster",
     "PostgresServer",
     "PrivateHostsError",
     "ProxyError",
@@ -42,6 +45,7 @@ __all__ = [
 #: Tools imported on first use, so that one tool's import cost or failure never reaches another.
 _LAZY = {
     "FaultProxy": ".proxy",
+    "PostgresCluster": ".cluster",
     "SilentLink": ".netns",
 }
 

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from . import _privileges
 from ._binaries import find_bindir
 from ._lifecycle import LabTool
+from ._quoting import identifier, libpq_value, literal
 from .errors import ServerError
 
 __all__ = ["PostgresServer", "ServerError"]
@@ -176,6 +177,75 @@ class PostgresServer(LabTool):
         self.stop(mode)
         self.start()
 
+    # -- replication ------------------------------------------------------------------------
+
+    def clone_from(self, primary: PostgresServer, *, application_name: str = "replica") -> None:
+        """Make this stopped server a streaming replica of ``primary`` (``pg_basebackup -R``).
+
+        Its data directory, if any, is replaced by a copy of the primary's, taken over the
+        primary's Unix socket; ``start()`` then runs it as a hot standby that streams from
+        the primary under ``application_name`` (as ``pg_stat_replication`` shows it). Both
+        servers must share the binaries' major version and the user; this server keeps its
+        own host, port and ``settings``.
+        """
+        if self.is_running:
+            raise ServerError(f"{self!r} is running: stop() it before cloning over its data")
+        if not primary.is_running:
+            raise ServerError(f"cannot clone from {primary!r}: it is not running")
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self._make_socket_dir()
+        source = (
+            f"host={libpq_value(str(primary.socket_dir))} port={primary.port} "
+            f"user={libpq_value(primary.user)} application_name={libpq_value(application_name)}"
+        )
+        command = [
+            str(self.bindir / "pg_basebackup"),
+            "--pgdata",
+            str(self.data_dir),
+            "--dbname",
+            source,
+            "--write-recovery-conf",  # standby.signal, and primary_conninfo from --dbname
+            "--wal-method=stream",
+            "--checkpoint=fast",  # now, rather than at the primary's next checkpoint
+            "--no-sync",
+        ]
+        result = self._run_as_service(command, timeout=120)
+        if result.returncode != 0:
+            raise ServerError(
+                f"pg_basebackup from {primary!r} failed ({result.returncode}): "
+                f"{result.stderr.strip()}"
+            )
+        # The copy carries the primary's addresses and settings; this server's come after.
+        self._write_own_settings({})
+
+    def promote(self, *, timeout: float = PG_CTL_TIMEOUT) -> None:
+        """Turn this hot standby into a primary; return once it accepts writes."""
+        result = self._pg_ctl("promote")
+        if result.returncode != 0:
+            raise ServerError(
+                f"{self!r} was not promoted (pg_ctl exited {result.returncode}): "
+                f"{result.stderr.strip()}"
+            )
+        deadline = time.monotonic() + timeout
+        while self.execute("SELECT pg_is_in_recovery()") != [("f",)]:
+            if time.monotonic() > deadline:
+                raise ServerError(f"{self!r} was still in recovery {timeout} s after promote")
+            time.sleep(0.01)
+
+    def configure(self, settings: Mapping[str, str]) -> None:
+        """Set server settings in the data directory, as ``ALTER SYSTEM`` would.
+
+        They win over postgresql.conf, survive restarts and work while the server is stopped;
+        a running server reloads at once (settings that need a restart apply at the next
+        ``start()``). A later ``clone_from()`` replaces them with the primary's copy.
+        """
+        if not (self.data_dir / "PG_VERSION").exists():
+            raise ServerError(f"{self!r} has no data directory yet: start() it first")
+        with (self.data_dir / "postgresql.auto.conf").open("a") as conf:
+            conf.writelines(f"{key} = {literal(value)}\n" for key, value in settings.items())
+        if self.is_running:
+            self.execute("SELECT pg_reload_conf()")
+
     def close(self) -> None:
         """Stop the server at once and delete its directory; safe to call twice."""
         if self._closed:
@@ -227,7 +297,7 @@ class PostgresServer(LabTool):
         return [tuple(line.split("\t")) for line in result.stdout.splitlines() if line]
 
     def create_database(self, name: str) -> None:
-        self.execute(f"CREATE DATABASE {_identifier(name)}")
+        self.execute(f"CREATE DATABASE {identifier(name)}")
 
     def terminate_backends(
         self, *, application_name: str | None = None, pid: int | None = None
@@ -240,10 +310,10 @@ class PostgresServer(LabTool):
         conditions = [
             "backend_type = 'client backend'",
             "pid <> pg_backend_pid()",
-            f"application_name IS DISTINCT FROM {_literal(ADMIN_APPLICATION_NAME)}",
+            f"application_name IS DISTINCT FROM {literal(ADMIN_APPLICATION_NAME)}",
         ]
         if application_name is not None:
-            conditions.append(f"application_name = {_literal(application_name)}")
+            conditions.append(f"application_name = {literal(application_name)}")
         if pid is not None:
             conditions.append(f"pid = {int(pid)}")
         rows = self.execute(
@@ -264,7 +334,7 @@ class PostgresServer(LabTool):
         }
         if self.password:
             params["password"] = self.password
-        return " ".join(f"{key}={_libpq_value(value)}" for key, value in params.items())
+        return " ".join(f"{key}={libpq_value(value)}" for key, value in params.items())
 
     def database_settings(
         self,
@@ -290,8 +360,7 @@ class PostgresServer(LabTool):
     # -- internals -------------------------------------------------------------------------
 
     def _initdb(self) -> None:
-        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
-        self._give_to_account(self.socket_dir)
+        self._make_socket_dir()
         pwfile = self._base / "pwfile"
         command = [
             str(self.bindir / "initdb"),
@@ -321,21 +390,31 @@ class PostgresServer(LabTool):
             )
         method = "scram-sha-256" if self.auth == "password" else "trust"
         # The socket stays trusted: admin work must not depend on the password under test.
+        # Replication over it too, so replicas (clone_from) need no password either.
         hba = [
             "local all all trust",
+            "local replication all trust",
             f"host all all 0.0.0.0/0 {method}",
             f"host all all ::/0 {method}",
         ]
         (self.data_dir / "pg_hba.conf").write_text("\n".join(hba) + "\n")
+        self._write_own_settings({**BASE_SETTINGS, **self.settings})
+
+    def _write_own_settings(self, settings: Mapping[str, str]) -> None:
+        """Append ``settings`` and this server's own addresses to postgresql.conf."""
         settings = {
-            **BASE_SETTINGS,
+            **settings,
             "listen_addresses": self.host,
             "unix_socket_directories": str(self.socket_dir),
             **self.settings,
         }
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write("\n# django-postgresql-reconnect test server\n")
-            conf.writelines(f"{key} = {_literal(value)}\n" for key, value in settings.items())
+            conf.writelines(f"{key} = {literal(value)}\n" for key, value in settings.items())
+
+    def _make_socket_dir(self) -> None:
+        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
+        self._give_to_account(self.socket_dir)
 
     def _pg_ctl(self, action: str, *args: str) -> subprocess.CompletedProcess[str]:
         command = [
@@ -427,18 +506,3 @@ def _read_from(path: Path, offset: int) -> str:
 
 def _tail(text: str, lines: int = 30) -> str:
     return "\n".join(text.strip().splitlines()[-lines:]) or "(empty)"
-
-
-def _literal(value: str) -> str:
-    """Quote a SQL or postgresql.conf string literal."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _libpq_value(value: str) -> str:
-    if value and not any(char in value for char in " '\\"):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
