@@ -113,7 +113,7 @@ def test_promote_makes_the_replica_take_writes(cluster: PostgresCluster) -> None
 
 def test_the_other_replicas_follow_the_promoted_one() -> None:
     with PostgresCluster(replicas=2) as cluster:
-        old, new = fail_over(cluster)
+        _, new = fail_over(cluster)
         (follower,) = cluster.replicas
 
         new.execute("CREATE TABLE after_failover (x int); INSERT INTO after_failover VALUES (1)")
@@ -126,7 +126,7 @@ def test_a_read_write_connection_string_finds_the_new_primary(cluster: PostgresC
     dsn = cluster.dsn(target_session_attrs="read-write")
     assert port_of(connect(dsn)) == cluster.primary.port
 
-    old, new = fail_over(cluster)
+    _, new = fail_over(cluster)
 
     connection = connect(dsn)  # the same string: libpq skips the dead node, then finds it
     assert port_of(connection) == new.port

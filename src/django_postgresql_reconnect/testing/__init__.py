@@ -1,11 +1,11 @@
 """Tools to test code against a real PostgreSQL that dies, stalls and loses replies.
 
 ``PostgresServer`` is a throwaway cluster, ``PostgresCluster`` a primary with streaming
-replicas to fail over, ``FaultProxy`` a TCP proxy that injects faults between a client and
-a server, and ``SilentLink`` a network path that drops packets without a word (it needs
-root). Every tool starts with ``start()``, is released by
-``close()``, and does both as a context manager; every error is a ``LabError``. Standard
-library only, plus the PostgreSQL binaries.
+replicas to fail over, ``PgBouncer`` the pooler in front of a server, ``FaultProxy`` a TCP
+proxy that injects faults between a client and a server, and ``SilentLink`` a network path
+that drops packets without a word (it needs root). Every tool starts with ``start()``, is
+released by ``close()``, and does both as a context manager; every error is a ``LabError``.
+Standard library only, plus the PostgreSQL binaries.
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ from .server import PostgresServer
 if TYPE_CHECKING:
     from .cluster import PostgresCluster
     from .netns import SilentLink
+    from .pgbouncer import PgBouncer
     from .proxy import FaultProxy
 
 __all__ = [
     "ClusterError",
     "FaultProxy",
     "LabError",
+    "PgBouncer",
     "PgBouncerError",
     "PostgresCluster",
     "PostgresServer",
@@ -45,6 +47,7 @@ __all__ = [
 #: Tools imported on first use, so that one tool's import cost or failure never reaches another.
 _LAZY = {
     "FaultProxy": ".proxy",
+    "PgBouncer": ".pgbouncer",
     "PostgresCluster": ".cluster",
     "SilentLink": ".netns",
 }

@@ -68,3 +68,9 @@ def find_program(name: str) -> Path | None:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+def program_env() -> dict[str, str]:
+    """Our environment without PG* variables, which would send PostgreSQL's programs (psql,
+    pg_ctl, pg_basebackup) to another server or user than the one they are given."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("PG")}

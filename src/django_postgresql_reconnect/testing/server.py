@@ -12,16 +12,16 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from . import _privileges
-from ._binaries import find_bindir
+from . import _logs, _privileges
+from ._binaries import find_bindir, program_env
 from ._lifecycle import LabTool
+from ._ports import free_port
 from ._quoting import identifier, libpq_value, literal
 from .errors import ServerError
 
@@ -92,7 +92,7 @@ class PostgresServer(LabTool):
         if port is not None:
             self._port = port
         else:
-            self._port = 5432 if netns is not None else _free_port(host)
+            self._port = 5432 if netns is not None else free_port(host)
         self._base = _privileges.make_private_dir("dpr-pg-", self._account)
         self._closed = False
         atexit.register(self.close)
@@ -141,20 +141,20 @@ class PostgresServer(LabTool):
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
         for attempt in range(1, PORT_ATTEMPTS + 1):
-            log_offset = _file_size(self.logfile)
+            log_offset = _logs.size(self.logfile)
             result = self._pg_ctl("start", "-l", str(self.logfile), "-o", f"-p {self._port}")
             if result.returncode == 0:
                 # Only an auto-chosen port may move, and only before anyone saw it in use.
                 self._port_is_ours = False
                 return
-            log = _read_from(self.logfile, log_offset)
+            log = _logs.read_from(self.logfile, log_offset)
             if self._port_is_ours and attempt < PORT_ATTEMPTS and "could not bind" in log:
-                self._port = _free_port(self.host)
+                self._port = free_port(self.host)
                 continue
             raise ServerError(
                 f"postgresql did not start on {self.host}:{self._port} "
                 f"(pg_ctl exited {result.returncode}): {result.stderr.strip()}\n"
-                f"--- last lines of {self.logfile} ---\n{_tail(log)}"
+                f"--- last lines of {self.logfile} ---\n{_logs.tail(log)}"
             )
 
     def stop(self, mode: StopMode = "fast") -> None:
@@ -167,7 +167,7 @@ class PostgresServer(LabTool):
             raise ServerError(
                 f"postgresql on port {self._port} did not stop ({mode}): "
                 f"{result.stderr.strip()}\n--- last lines of {self.logfile} ---\n"
-                f"{_tail(_read_from(self.logfile, 0))}"
+                f"{_logs.tail(_logs.read_from(self.logfile, 0))}"
             )
         # pg_ctl returns once the pid file is gone, a moment before the process is.
         _wait_for_exit(pid, deadline=time.monotonic() + PG_CTL_TIMEOUT)
@@ -288,7 +288,7 @@ class PostgresServer(LabTool):
             "-c",
             sql,
         ]
-        env = _clean_env() | {"PGAPPNAME": ADMIN_APPLICATION_NAME, "PGCONNECT_TIMEOUT": "10"}
+        env = program_env() | {"PGAPPNAME": ADMIN_APPLICATION_NAME, "PGCONNECT_TIMEOUT": "10"}
         result = subprocess.run(
             command, capture_output=True, text=True, env=env, timeout=PSQL_TIMEOUT, check=False
         )
@@ -386,7 +386,7 @@ class PostgresServer(LabTool):
         if result.returncode != 0:
             raise ServerError(
                 f"initdb failed ({result.returncode}): {result.stderr.strip()}\n"
-                f"{_tail(result.stdout)}"
+                f"{_logs.tail(result.stdout)}"
             )
         method = "scram-sha-256" if self.auth == "password" else "trust"
         # The socket stays trusted: admin work must not depend on the password under test.
@@ -440,7 +440,7 @@ class PostgresServer(LabTool):
                 argv,
                 capture_output=True,
                 text=True,
-                env=_clean_env(),
+                env=program_env(),
                 cwd=self._base,
                 timeout=timeout,
                 check=False,
@@ -452,14 +452,6 @@ class PostgresServer(LabTool):
 
     def _give_to_account(self, path: Path) -> None:
         _privileges.give_to(path, self._account)
-
-
-def _free_port(host: str) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _process_exists(pid: int) -> bool:
@@ -481,28 +473,3 @@ def _process_exists(pid: int) -> bool:
 def _wait_for_exit(pid: int, *, deadline: float) -> None:
     while _process_exists(pid) and time.monotonic() < deadline:
         time.sleep(0.01)
-
-
-def _clean_env() -> dict[str, str]:
-    """The environment without PG* variables, which would redirect the tools elsewhere."""
-    return {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-
-
-def _file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def _read_from(path: Path, offset: int) -> str:
-    try:
-        with path.open("rb") as log:
-            log.seek(offset)
-            return log.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _tail(text: str, lines: int = 30) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:]) or "(empty)"
