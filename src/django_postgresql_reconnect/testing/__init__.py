@@ -2,10 +2,12 @@
 
 ``PostgresServer`` is a throwaway cluster, ``PostgresCluster`` a primary with streaming
 replicas to fail over, ``PgBouncer`` the pooler in front of a server, ``FaultProxy`` a TCP
-proxy that injects faults between a client and a server, and ``SilentLink`` a network path
-that drops packets without a word (it needs root). Every tool starts with ``start()``, is
-released by ``close()``, and does both as a context manager; every error is a ``LabError``.
-Standard library only, plus the PostgreSQL binaries.
+proxy that injects faults between a client and a server, ``SilentLink`` a network path
+that drops packets without a word (it needs root), and ``PrivateHosts`` a host name that
+moves from one server to another for the child processes a test starts.
+
+Every tool starts with ``start()``, is released by ``close()``, and does both as a context
+manager; every error is a ``LabError``. Standard library only, plus the PostgreSQL binaries.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .server import PostgresServer
 
 if TYPE_CHECKING:
     from .cluster import PostgresCluster
+    from .hosts import PrivateHosts
     from .netns import SilentLink
     from .pgbouncer import PgBouncer
     from .proxy import FaultProxy
@@ -37,6 +40,7 @@ __all__ = [
     "PgBouncerError",
     "PostgresCluster",
     "PostgresServer",
+    "PrivateHosts",
     "PrivateHostsError",
     "ProxyError",
     "ServerError",
@@ -49,6 +53,7 @@ _LAZY = {
     "FaultProxy": ".proxy",
     "PgBouncer": ".pgbouncer",
     "PostgresCluster": ".cluster",
+    "PrivateHosts": ".hosts",
     "SilentLink": ".netns",
 }
 
