@@ -57,6 +57,19 @@ def test_rows_written_on_the_primary_appear_on_every_replica(steady: PostgresClu
         assert replica.execute("SELECT pg_is_in_recovery()") == [("t",)]
 
 
+def test_wait_for_replay_says_which_replica_lags_and_why(steady: PostgresCluster) -> None:
+    lagging = steady.replicas[1]
+    lagging.execute("SELECT pg_wal_replay_pause()")  # it receives WAL but applies none
+    try:
+        steady.primary.execute("INSERT INTO item VALUES ('not yet applied')")
+        with pytest.raises(ClusterError, match=r"(?s)node2 replayed up to .*streaming"):
+            steady.wait_for_replay(timeout=0.3)
+    finally:
+        lagging.execute("SELECT pg_wal_replay_resume()")
+    steady.wait_for_replay()
+    assert "not yet applied" in names(lagging)
+
+
 def test_a_replica_refuses_writes(steady: PostgresCluster) -> None:
     with pytest.raises(Error, match="read-only"):
         query(connect(steady.replicas[0].dsn()), "INSERT INTO item VALUES ('refused')")

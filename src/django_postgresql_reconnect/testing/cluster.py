@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from . import _logs
 from ._lifecycle import LabTool
 from ._quoting import libpq_value, literal
 from .errors import ClusterError
@@ -349,12 +350,11 @@ class PostgresCluster(LabTool):
             "SELECT pg_last_wal_replay_lsn(),"
             " (SELECT status || ' from ' || coalesce(sender_host, '?') FROM pg_stat_wal_receiver)"
         )
-        log = replica.logfile.read_text(errors="replace").strip().splitlines()[-15:]
+        log = _logs.tail(_logs.read_from(replica.logfile, 0), lines=15)
         return (
             f"{self._name(replica)} replayed up to {replayed or '?'}, not {target} (flushed on "
             f"the primary {self._name(primary)}), within {timeout} s; its WAL receiver: "
-            f"{receiver or 'not running'}\n--- last lines of {replica.logfile} ---\n"
-            + "\n".join(log)
+            f"{receiver or 'not running'}\n--- last lines of {replica.logfile} ---\n{log}"
         )
 
 

@@ -215,7 +215,9 @@ class PostgresServer(LabTool):
                 f"pg_basebackup from {primary!r} failed ({result.returncode}): "
                 f"{result.stderr.strip()}"
             )
-        # The copy carries the primary's addresses and settings; this server's come after.
+        # The copy carries the primary's log, which is not this server's story: drop it.
+        self.logfile.unlink(missing_ok=True)
+        # It also carries the primary's addresses and settings; this server's come after.
         self._write_own_settings({})
 
     def promote(self, *, timeout: float = PG_CTL_TIMEOUT) -> None:
