@@ -135,8 +135,8 @@ def machine() -> dict[str, str]:
         "for name in ('Django', 'psycopg', 'psycopg2-binary'):\n"
         "    try: v[name] = m.version(name)\n"
         "    except m.PackageNotFoundError: v[name] = 'not installed'\n"
-        "from django_postgresql_reconnect.testing import server\n"
-        "v['PostgreSQL'] = server._postgres_version(server._find_bindir(None))\n"
+        "from django_postgresql_reconnect.testing import _binaries as b\n"
+        "v['PostgreSQL'] = b.postgres_version(b.find_bindir(None))\n"
         "print(json.dumps(v))\n"
     )
     out = subprocess.run(

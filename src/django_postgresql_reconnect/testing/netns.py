@@ -20,10 +20,11 @@ import logging
 import os
 import shutil
 import subprocess
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
+from ._binaries import find_program
+from ._lifecycle import LabTool
+from .errors import SilentLinkError
 from .server import PostgresServer
 
 __all__ = ["SilentLink", "SilentLinkError"]
@@ -38,19 +39,13 @@ SLOTS = NETWORK.num_addresses // 4
 SERVER_PORT = 5432
 #: Seconds any one ip or nft command may take.
 COMMAND_TIMEOUT = 30
-#: Where ip and nft live when PATH (say, a non-login root shell) lacks the sbin directories.
-SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 #: The nftables chain that every rule goes in, one per table.
 CHAIN = "ingress"
 
 _counter = itertools.count(1)
 
 
-class SilentLinkError(RuntimeError):
-    """A command that builds or changes the link failed; the message carries its stderr."""
-
-
-class SilentLink:
+class SilentLink(LabTool):
     """A veth link into a network namespace whose packets a test can make vanish.
 
     >>> with SilentLink() as link:
@@ -107,7 +102,7 @@ class SilentLink:
 
     def _require_slot(self) -> int:
         if self._slot is None:
-            raise SilentLinkError("the link is not set up: call setup() first")
+            raise SilentLinkError("the link is not set up: call start() first")
         return self._slot
 
     def _address(self, offset: int) -> ipaddress.IPv4Address:
@@ -115,7 +110,7 @@ class SilentLink:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def setup(self) -> None:
+    def start(self) -> None:
         """Make the namespace, the veth pair, their addresses and an accepting nft chain."""
         if self._closed:
             raise SilentLinkError("this SilentLink was closed; make a new one")
@@ -152,9 +147,13 @@ class SilentLink:
             self.namespace_interface,
         )
 
+    def setup(self) -> None:
+        """The same as ``start()`` (its name before the tools shared their verbs)."""
+        self.start()
+
     def start_server(self, **kwargs: Any) -> PostgresServer:
         """Start a PostgresServer inside the namespace, listening on ``host:port``."""
-        self.setup()
+        self.start()
         if self._server is not None:
             raise SilentLinkError("this link already has a server; close() it first")
         server = PostgresServer(netns=self.namespace, host=self.host, port=SERVER_PORT, **kwargs)
@@ -183,18 +182,6 @@ class SilentLink:
             # holds the namespace; delete the host's end for sure.
             self._run(self._ip, "link", "delete", self.host_interface, check=False)
         logger.info("silent link %s removed", self.namespace)
-
-    def __enter__(self) -> SilentLink:
-        self.setup()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         where = f"{self.host}:{self.port}" if self._slot is not None else "not set up"
@@ -327,12 +314,10 @@ class SilentLink:
 
 
 def _find_command(name: str, *, package: str) -> str:
-    found = shutil.which(name) or next(
-        (str(Path(d) / name) for d in SBIN_DIRS if (Path(d) / name).is_file()), None
-    )
+    found = find_program(name)
     if found is None:
         raise SilentLinkError(f"SilentLink needs `{name}`: install it (apt-get install {package})")
-    return found
+    return str(found)
 
 
 def _find_nft() -> str:

@@ -1,9 +1,10 @@
 """A TCP proxy between a client and PostgreSQL that injects the faults a network can cause.
 
 The proxy runs an asyncio loop in a daemon thread; every control method hands its work to
-that loop and waits a bounded time, so a test never hangs on the proxy itself. It reads the
-wire protocol in both directions, which lets it count what clients sent and lose exactly one
-reply (``swallow_reply``): the case where the server committed and the client never heard.
+that loop and waits a bounded time, so a test never hangs on the proxy itself. It follows
+the wire protocol in both directions (``_wire``), which lets it count what clients sent and
+lose exactly one reply (``swallow_reply``): the case where the server committed and the
+client never heard.
 
 Standard library only.
 """
@@ -21,10 +22,13 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import Any, Literal
 
-__all__ = ["FaultProxy", "ProxyConnection"]
+from ._lifecycle import LabTool
+from ._wire import Conversation
+from .errors import ProxyError
+
+__all__ = ["FaultProxy", "ProxyConnection", "ProxyError"]
 
 logger = logging.getLogger("django_postgresql_reconnect.testing")
 
@@ -32,17 +36,6 @@ logger = logging.getLogger("django_postgresql_reconnect.testing")
 CONTROL_TIMEOUT = 5.0
 #: Bytes read from a socket at a time.
 CHUNK_SIZE = 65536
-
-# The untyped first messages of a session, told apart by a request code (protocol docs,
-# "Message Formats"): StartupMessage carries the protocol version instead.
-SSL_REQUEST = 80877103
-GSSENC_REQUEST = 80877104
-CANCEL_REQUEST = 80877102
-#: The first byte of a TLS record: PostgreSQL 17 clients with sslnegotiation=direct start so.
-TLS_HANDSHAKE = 0x16
-
-#: Frontend messages that the server answers, eventually, with one ReadyForQuery.
-_READY_FOR_QUERY_CAUSES = frozenset(b"QSF")
 
 Then = Literal["reset", "blackhole"]
 
@@ -87,151 +80,59 @@ class _Session:
         self.client = client
         self.upstream: asyncio.StreamWriter | None = None
         self.tasks: list[asyncio.Task[None]] = []
-        # Frontend parsing: "startup" (untyped messages), "answer" (waiting for the server's
-        # one-byte reply to SSLRequest/GSSENCRequest), "typed", or "opaque" (encrypted).
-        self.phase = "startup"
-        self.front_buffer = bytearray()
-        self.back_buffer = bytearray()
-        self.pending_answer = False
+        self.conversation = Conversation(f"connection from port {record.client_port}")
         # ReadyForQuery bookkeeping, to find the reply that a swallow must drop.
         self.ready_expected = 0
         self.ready_seen = 0
         self.swallow: _Swallow | None = None
         self.swallow_ready = 0
         self.silenced = False
-        # Extended protocol: statement name -> SQL, portal name -> SQL.
-        self.prepared: dict[str, str] = {}
-        self.portals: dict[str, str] = {}
 
     # -- the frontend stream ---------------------------------------------------------------
 
     def read_frontend(self, data: bytes) -> None:
-        """Count the client's messages and arm a swallow when one matches."""
-        if self.phase == "opaque":
-            return
-        self.front_buffer += data
-        buffer = self.front_buffer
-        while True:
-            if self.phase == "startup":
-                if buffer and buffer[0] == TLS_HANDSHAKE:
-                    self._go_opaque("direct TLS")
-                    return
-                if len(buffer) < 8:
-                    return
-                length, code = struct.unpack_from("!ii", buffer)
-                if len(buffer) < length:
-                    return
-                del buffer[:length]
-                if code in (SSL_REQUEST, GSSENC_REQUEST):
-                    self.phase = "answer"
-                    self.pending_answer = True
-                elif code == CANCEL_REQUEST:
-                    self.phase = "opaque"
-                    return
-                else:
-                    self.phase = "typed"
-                    self.ready_expected += 1  # after authentication
-            elif self.phase == "typed":
-                if len(buffer) < 5:
-                    return
-                kind = buffer[0]
-                (length,) = struct.unpack_from("!i", buffer, 1)
-                if len(buffer) < 1 + length:
-                    return
-                body = bytes(buffer[5 : 1 + length])
-                del buffer[: 1 + length]
-                self._frontend_message(kind, body)
-            else:  # waiting for the server's answer; a well-behaved client sends nothing
-                return
-
-    def _frontend_message(self, kind: int, body: bytes) -> None:
-        sql: str | None = None
-        if kind == ord("Q"):
-            sql = _cstring(body, 0)[0]
-        elif kind == ord("P"):
-            name, offset = _cstring(body, 0)
-            self.prepared[name] = _cstring(body, offset)[0]
-        elif kind == ord("B"):
-            portal, offset = _cstring(body, 0)
-            statement = _cstring(body, offset)[0]
-            self.portals[portal] = self.prepared.get(statement, "")
-        elif kind == ord("E"):
-            sql = self.portals.get(_cstring(body, 0)[0], "")
-        elif kind == ord("C") and body[:1] == b"S":
-            self.prepared.pop(_cstring(body, 1)[0], None)
-        if sql is not None:
-            self.proxy._record_statement(self.record, sql)
-            swallow = self.proxy._swallow
-            if swallow is not None and self.swallow is None and swallow.pattern.search(sql):
-                self.proxy._swallow = None
-                self.swallow = swallow
-                # The reply ends with the next ReadyForQuery the client causes: the Query's
-                # own, or the one of the Sync that follows an Execute.
-                self.swallow_ready = self.ready_expected + 1
-                logger.info(
-                    "swallowing the reply to %r on the connection from port %d",
-                    sql[:80],
-                    self.record.client_port,
-                )
-        if kind in _READY_FOR_QUERY_CAUSES:
-            self.ready_expected += 1
-            if kind != ord("F"):
+        """Count the client's statements and arm a swallow when one matches."""
+        for request in self.conversation.client_sent(data):
+            if request.sql is not None:
+                self._statement(request.sql)
+            if request.awaits_ready:
+                self.ready_expected += 1
+            if request.ends_round_trip:
                 self.proxy._record_round_trip(self.record)
+
+    def _statement(self, sql: str) -> None:
+        self.proxy._record_statement(self.record, sql)
+        swallow = self.proxy._swallow
+        if swallow is not None and self.swallow is None and swallow.pattern.search(sql):
+            self.proxy._swallow = None
+            self.swallow = swallow
+            # The reply ends with the next ReadyForQuery the client causes: the Query's
+            # own, or the one of the Sync that follows an Execute.
+            self.swallow_ready = self.ready_expected + 1
+            logger.info(
+                "swallowing the reply to %r on the connection from port %d",
+                sql[:80],
+                self.record.client_port,
+            )
 
     # -- the backend stream ----------------------------------------------------------------
 
     def read_backend(self, data: bytes) -> tuple[bytes, bool]:
         """Return the bytes to pass on to the client, and whether a swallow just finished."""
-        if self.phase == "opaque" and self.swallow is None:
-            return data, False
-        self.back_buffer += data
-        buffer = self.back_buffer
         forward = bytearray()
-        while True:
-            if self.pending_answer:
-                if not buffer:
-                    break
-                answer = buffer[0]
-                del buffer[:1]
-                forward.append(answer)
-                self.pending_answer = False
-                if answer == ord("N"):
-                    self.phase = "startup"
-                else:
-                    self._go_opaque(f"server answered {chr(answer)!r} to an encryption request")
-                    forward += buffer
-                    buffer.clear()
-                    break
-                continue
-            if len(buffer) < 5:
-                break
-            (length,) = struct.unpack_from("!i", buffer, 1)
-            if len(buffer) < 1 + length:
-                break
-            message = bytes(buffer[: 1 + length])
-            del buffer[: 1 + length]
-            is_ready = message[0] == ord("Z")
-            if is_ready:
+        for chunk in self.conversation.server_sent(data):
+            if chunk.is_ready_for_query:
                 self.ready_seen += 1
             if self.swallow is not None and self.ready_seen >= self.swallow_ready - (
-                0 if is_ready else 1
+                0 if chunk.is_ready_for_query else 1
             ):
                 # Inside the reply to drop: from after the previous ReadyForQuery through its own.
-                if is_ready and self.ready_seen == self.swallow_ready:
-                    buffer.clear()
+                if chunk.is_ready_for_query and self.ready_seen == self.swallow_ready:
+                    self.conversation.discard_unparsed()
                     return bytes(forward), True
                 continue
-            forward += message
+            forward += chunk.data
         return bytes(forward), False
-
-    def _go_opaque(self, reason: str) -> None:
-        logger.info(
-            "connection from port %d is encrypted (%s): no more counting",
-            self.record.client_port,
-            reason,
-        )
-        self.phase = "opaque"
-        self.front_buffer.clear()
 
     # -- ending ----------------------------------------------------------------------------
 
@@ -256,7 +157,7 @@ class _Session:
         self.proxy._sessions.discard(self)
 
 
-class FaultProxy:
+class FaultProxy(LabTool):
     """A TCP proxy in front of PostgreSQL whose faults a test switches on and off.
 
     >>> with FaultProxy(server.host, server.port) as proxy:
@@ -331,7 +232,7 @@ class FaultProxy:
             self._thread = None
             cause = failure[0] if failure else None
             where = f"{self.listen_host}:{self._port}"
-            raise RuntimeError(f"proxy could not listen on {where}") from cause
+            raise ProxyError(f"proxy could not listen on {where}") from cause
         logger.info(
             "proxy listening on %s:%d for %s:%d",
             self.listen_host,
@@ -364,16 +265,9 @@ class FaultProxy:
         self._loop = None
         logger.info("proxy on port %d stopped", self._port)
 
-    def __enter__(self) -> FaultProxy:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
+        """The same as ``stop()``: the proxy holds nothing else (a later ``start()`` listens
+        again on the same port)."""
         self.stop()
 
     def __repr__(self) -> str:
@@ -549,7 +443,7 @@ class FaultProxy:
         """Run ``action`` (a function or coroutine function) on the loop; wait a bounded time."""
         loop = self._loop
         if loop is None:
-            raise RuntimeError("the proxy is not running: call start() first")
+            raise ProxyError("the proxy is not running: call start() first")
 
         async def run() -> Any:
             result = action()
@@ -702,14 +596,6 @@ def _abort_with_rst(writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
-
-
-def _cstring(data: bytes, offset: int) -> tuple[str, int]:
-    """Read a NUL-terminated string; return it and the offset after its NUL."""
-    end = data.find(b"\0", offset)
-    if end < 0:
-        end = len(data)
-    return data[offset:end].decode("utf-8", "replace"), end + 1
 
 
 def _text_pattern(pattern: str | bytes | re.Pattern[str] | re.Pattern[bytes]) -> re.Pattern[str]:

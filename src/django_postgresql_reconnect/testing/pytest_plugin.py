@@ -17,30 +17,53 @@ from .server import PostgresServer
 
 if TYPE_CHECKING:
     from .netns import SilentLink
+    from .pgbouncer import PgBouncer
     from .proxy import FaultProxy
 
 #: Set to 1 (as CI does) to turn a skip for want of root into a failure, so none goes unseen.
 REQUIRE_ROOT_ENV = "DPR_REQUIRE_ROOT_TESTS"
+#: Set to 1 (as CI does) to turn a skip for want of the pgbouncer program into a failure.
+REQUIRE_PGBOUNCER_ENV = "DPR_REQUIRE_PGBOUNCER"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "root: needs root (network namespaces)")
+    config.addinivalue_line("markers", "pgbouncer: needs the pgbouncer program")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("root") is not None:
         require_root(f"{item.name} is marked root")
+    if item.get_closest_marker("pgbouncer") is not None:
+        require_pgbouncer()
 
 
 def require_root(reason: str) -> None:
     """Skip the current test unless we are root; fail instead when DPR_REQUIRE_ROOT_TESTS=1."""
     if os.geteuid() != 0:
-        _skip_or_fail(f"needs root: {reason}")
+        _skip_or_fail(f"needs root: {reason}", REQUIRE_ROOT_ENV)
 
 
-def _skip_or_fail(message: str) -> NoReturn:
-    if os.environ.get(REQUIRE_ROOT_ENV) == "1":
-        pytest.fail(f"{message} ({REQUIRE_ROOT_ENV}=1 forbids skipping it)", pytrace=False)
+def require_pgbouncer() -> None:
+    """Skip the current test unless pgbouncer is installed; fail instead when
+    DPR_REQUIRE_PGBOUNCER=1."""
+    from .pgbouncer import BINARY_ENV, find_pgbouncer
+
+    if find_pgbouncer() is None:
+        configured = os.environ.get(BINARY_ENV)
+        where = (
+            f"{BINARY_ENV}={configured} is not an executable file"
+            if configured
+            else "apt-get install pgbouncer (or your system's package), "
+            f"or set {BINARY_ENV} to the program"
+        )
+        _skip_or_fail(f"needs pgbouncer: {where}", REQUIRE_PGBOUNCER_ENV)
+
+
+def _skip_or_fail(message: str, require_env: str) -> NoReturn:
+    """Skip with ``message``, unless ``require_env`` is 1: a run that must not skip fails."""
+    if os.environ.get(require_env) == "1":
+        pytest.fail(f"{message} ({require_env}=1 forbids skipping it)", pytrace=False)
     pytest.skip(message)
 
 
@@ -71,7 +94,8 @@ def silent_link() -> Iterator[SilentLink]:
     missing = [tool for tool in ("ip", "nft") if shutil.which(tool) is None]
     if missing:
         _skip_or_fail(
-            f"SilentLink needs {' and '.join(missing)}: apt-get install iproute2 nftables"
+            f"SilentLink needs {' and '.join(missing)}: apt-get install iproute2 nftables",
+            REQUIRE_ROOT_ENV,
         )
     from .netns import SilentLink
 
@@ -80,3 +104,17 @@ def silent_link() -> Iterator[SilentLink]:
         yield link
     finally:
         link.close()
+
+
+@pytest.fixture
+def pgbouncer(
+    request: pytest.FixtureRequest, postgres_server: PostgresServer
+) -> Iterator[PgBouncer]:
+    """A started PgBouncer in front of ``postgres_server``, in session pooling unless the
+    test asks for another mode: ``@pytest.mark.parametrize("pgbouncer", ["transaction"],
+    indirect=True)``. Skipped without pgbouncer (failed under DPR_REQUIRE_PGBOUNCER=1)."""
+    require_pgbouncer()
+    from .pgbouncer import PgBouncer
+
+    with PgBouncer(postgres_server, pool_mode=getattr(request, "param", "session")) as bouncer:
+        yield bouncer

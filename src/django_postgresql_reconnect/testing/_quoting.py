@@ -1,0 +1,24 @@
+"""Quoting values for the places the tools write them: SQL, postgresql.conf, libpq strings.
+
+Each function is the quoting rule of one format, so no value reaches a server, a
+configuration file or a connection string unescaped.
+"""
+
+from __future__ import annotations
+
+
+def literal(value: str) -> str:
+    """Quote a SQL string literal, which is also a postgresql.conf string value."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def identifier(name: str) -> str:
+    """Quote a SQL identifier (a database or role name)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def libpq_value(value: str) -> str:
+    """Quote a value of a libpq keyword/value connection string (also PgBouncer's)."""
+    if value and not any(char in value for char in " '\\"):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

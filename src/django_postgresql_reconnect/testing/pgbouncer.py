@@ -1,0 +1,417 @@
+"""PgBouncer in front of a throwaway server: the pooler that production puts in between.
+
+A pooler adds faults of its own that a test should meet for real: it restarts and drops
+every client, it pauses and holds queries during a server restart, it hands a transaction
+to a different server connection than the last one. ``PgBouncer`` runs the system's
+``pgbouncer`` program (Debian: ``apt-get install pgbouncer``) with a configuration written
+for one ``PostgresServer``: every database of that server, its user and password, on a port
+of its own. The admin console (PAUSE, RESUME, RECONNECT, SHOW ...) is reached with the
+server's ``psql`` over a Unix socket in the bouncer's private directory.
+
+Standard library only, plus ``pgbouncer`` and the PostgreSQL binaries.
+"""
+
+from __future__ import annotations
+
+import atexit
+import csv
+import functools
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from . import _logs, _privileges
+from ._binaries import find_program, program_env
+from ._lifecycle import LabTool
+from ._ports import free_port
+from ._quoting import libpq_value
+from .errors import PgBouncerError
+from .server import PostgresServer
+
+__all__ = ["PgBouncer", "PgBouncerError", "find_pgbouncer"]
+
+logger = logging.getLogger("django_postgresql_reconnect.testing")
+
+PoolMode = Literal["session", "transaction", "statement"]
+
+#: Set to the pgbouncer program to use when it is not on PATH or in an sbin directory.
+BINARY_ENV = "DPR_PGBOUNCER"
+#: Seconds that pgbouncer may take to listen, or to exit when stopped.
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+#: Seconds an admin command may take; PAUSE may wait longer for sessions to end (pause()).
+CONSOLE_TIMEOUT = 10.0
+#: How often a start is retried on a fresh port when another process took the free one.
+PORT_ATTEMPTS = 3
+#: pgbouncer's defaults that would slow a test down, and the startup parameter that some
+#: drivers send and pgbouncer refuses unless told to ignore it.
+BASE_SETTINGS = {
+    # After a failed login to the server (it was restarting), pgbouncer fails every client
+    # at once for this long: 15 s by default.
+    "server_login_retry": "0.2",
+    "ignore_startup_parameters": "extra_float_digits",
+    "max_client_conn": "200",
+}
+#: From this version on SIGTERM waits for every client to leave; SIGQUIT exits at once.
+SIGQUIT_SINCE = (1, 23)
+
+
+def find_pgbouncer() -> Path | None:
+    """The pgbouncer program: ``$DPR_PGBOUNCER``, else on PATH or in sbin; None if absent."""
+    configured = os.environ.get(BINARY_ENV)
+    if configured:
+        path = Path(configured)
+        return path if path.is_file() and os.access(path, os.X_OK) else None
+    return find_program("pgbouncer")
+
+
+class PgBouncer(LabTool):
+    """pgbouncer in ``pool_mode`` in front of ``server``, listening on ``host:port``.
+
+    >>> with PgBouncer(server, pool_mode="transaction") as bouncer:
+    ...     DATABASES = {"default": bouncer.database_settings(name="app")}
+    ...     bouncer.restart()  # every client connection is dropped
+    """
+
+    def __init__(
+        self,
+        server: PostgresServer,
+        *,
+        pool_mode: PoolMode = "session",
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        upstream_host: str | None = None,
+        upstream_port: int | None = None,
+        settings: Mapping[str, str] | None = None,
+        binary: str | Path | None = None,
+    ) -> None:
+        if pool_mode not in get_args(PoolMode):
+            raise ValueError(f"pool_mode must be session, transaction or statement: {pool_mode!r}")
+        found = Path(binary) if binary is not None else find_pgbouncer()
+        if found is None:
+            raise PgBouncerError(
+                "pgbouncer is not installed: apt-get install pgbouncer (or your system's "
+                f"package), or set {BINARY_ENV} to the program"
+            )
+        self.binary = found
+        self.server = server
+        self.pool_mode = pool_mode
+        self.host = host
+        #: Where pgbouncer connects: the server, or a FaultProxy in front of it.
+        self.upstream_host = upstream_host or server.host
+        self.upstream_port = upstream_port or server.port
+        self.settings = dict(settings or {})
+        # pgbouncer refuses to run as root: as root, the servers' service account runs it.
+        self._account = _privileges.daemon_account()
+        self._port_is_ours = port is None
+        self._port = port if port is not None else free_port(host)
+        self._base = _privileges.make_private_dir("dpr-pgbouncer-", self._account)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._closed = False
+        atexit.register(self.close)
+
+    # -- where things are ------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The port clients connect to (kept across restarts)."""
+        return self._port
+
+    @property
+    def logfile(self) -> Path:
+        """pgbouncer's log: every login, every server connection, and why each one closed."""
+        return self._base / "pgbouncer.log"
+
+    @property
+    def config_file(self) -> Path:
+        return self._base / "pgbouncer.ini"
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
+    @property
+    def is_running(self) -> bool:
+        return self.pid is not None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Write the configuration and start pgbouncer; return once it listens."""
+        if self._closed:
+            raise PgBouncerError("this PgBouncer was closed; make a new one")
+        if self.is_running:
+            return
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            self._write_config()
+            offset = _logs.size(self.logfile)
+            self._process = self._spawn()
+            problem = self._wait_until_listening(offset)
+            if problem is None:
+                self._port_is_ours = False  # clients have seen it: keep it from now on
+                logger.info(
+                    "pgbouncer (%s pooling) listening on %s:%d for %s:%d",
+                    self.pool_mode,
+                    self.host,
+                    self._port,
+                    self.upstream_host,
+                    self.upstream_port,
+                )
+                return
+            self._kill()
+            if self._port_is_ours and attempt < PORT_ATTEMPTS and problem == "port taken":
+                self._port = free_port(self.host)
+                continue
+            log = _logs.read_from(self.logfile, offset)
+            raise PgBouncerError(
+                f"pgbouncer did not start on {self.host}:{self._port} ({problem})\n"
+                f"--- last lines of {self.logfile} ---\n{_logs.tail(log)}"
+            )
+
+    def stop(self) -> None:
+        """Shut pgbouncer down at once: every client and server connection is closed."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(_immediate_shutdown_signal(self.binary))
+            try:
+                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                logger.warning("pgbouncer on port %d ignored its shutdown signal", self._port)
+                self._kill()
+        self._process = None
+
+    def restart(self) -> None:
+        """Stop and start again on the same port: a pooler restart, as clients see it.
+
+        Every client connection and every server connection is lost; new clients connect.
+        """
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        """Stop pgbouncer and delete its directory; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self._base, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running" if self.is_running else "stopped"
+        return (
+            f"<PgBouncer {self.pool_mode} {self.host}:{self._port} -> "
+            f"{self.upstream_host}:{self.upstream_port} {state}>"
+        )
+
+    # -- the admin console -----------------------------------------------------------------
+
+    def console(self, command: str, *, timeout: float = CONSOLE_TIMEOUT) -> list[dict[str, str]]:
+        """Run one admin console command (``SHOW POOLS``, ``KILL app`` ...); return its rows.
+
+        Each row maps a column name to its text, NULL to ``""``.
+        """
+        psql = [
+            str(self.server.bindir / "psql"),
+            "-X",  # no psqlrc
+            "-q",
+            "--csv",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            str(self._base),
+            "-p",
+            str(self._port),
+            "-U",
+            self.server.user,
+            "-d",
+            "pgbouncer",
+            "-c",
+            command,
+        ]
+        env = program_env() | {"PGCONNECT_TIMEOUT": "5"}
+        if self.server.password:
+            env["PGPASSWORD"] = self.server.password
+        try:
+            result = subprocess.run(
+                psql, capture_output=True, text=True, env=env, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired as error:
+            raise PgBouncerError(f"{command!r} took over {timeout} s on {self!r}") from error
+        if result.returncode != 0:
+            raise PgBouncerError(f"{command!r} failed on {self!r}: {result.stderr.strip()}")
+        return list(csv.DictReader(result.stdout.splitlines()))
+
+    def pause(self, *, timeout: float = CONSOLE_TIMEOUT) -> None:
+        """PAUSE: release every server connection; clients' queries wait until ``resume()``.
+
+        It returns once pgbouncer has let go of every server connection: at once in
+        transaction pooling between transactions, but in session pooling only when every
+        client holding one has disconnected. Past ``timeout`` it raises, and pgbouncer stays
+        pausing until ``resume()``.
+        """
+        try:
+            self.console("PAUSE", timeout=timeout)
+        except PgBouncerError as error:
+            raise PgBouncerError(
+                f"PAUSE did not complete within {timeout} s on {self!r} (in session pooling it "
+                "waits for every client holding a server connection to disconnect); "
+                f"pgbouncer keeps pausing until resume(): {error}"
+            ) from error
+
+    def resume(self) -> None:
+        """RESUME after ``pause()``: held queries run; nothing to do if not paused."""
+        try:
+            self.console("RESUME")
+        except PgBouncerError as error:
+            if "not paused" not in str(error):
+                raise
+
+    def reconnect(self) -> None:
+        """RECONNECT: close each server connection once its client releases it (as after a
+        failover behind a DNS name); clients keep their connections to pgbouncer."""
+        self.console("RECONNECT")
+
+    # -- for clients -----------------------------------------------------------------------
+
+    def dsn(self, dbname: str | None = None) -> str:
+        """A libpq keyword/value connection string to the server's database through pgbouncer."""
+        params = {
+            "host": self.host,
+            "port": str(self._port),
+            "user": self.server.user,
+            "dbname": dbname or self.server.dbname,
+        }
+        if self.server.password:
+            params["password"] = self.server.password
+        return " ".join(f"{key}={libpq_value(value)}" for key, value in params.items())
+
+    def database_settings(
+        self,
+        *,
+        engine: str = "django_postgresql_reconnect.backend",
+        name: str | None = None,
+        **overrides: Any,
+    ) -> dict[str, Any]:
+        """A Django ``DATABASES`` entry that connects through pgbouncer.
+
+        With transaction or statement pooling it sets ``DISABLE_SERVER_SIDE_CURSORS``, as
+        Django's documentation asks: a named cursor would outlive its server connection.
+        """
+        entry = self.server.database_settings(
+            engine=engine, name=name, host=self.host, port=self._port
+        )
+        if self.pool_mode != "session":
+            entry["DISABLE_SERVER_SIDE_CURSORS"] = True
+        entry.update(overrides)
+        return entry
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _write_config(self) -> None:
+        # Passwords in clear: pgbouncer needs them to log in to the server with SCRAM on
+        # the client's behalf, and checks the clients' SCRAM against them.
+        users = self.config_file.with_name("userlist.txt")
+        users.write_text(f"{_quoted(self.server.user)} {_quoted(self.server.password or '')}\n")
+        users.chmod(0o600)
+        server = f"host={self.upstream_host} port={self.upstream_port}"
+        settings = {
+            "listen_addr": self.host,
+            "listen_port": str(self._port),
+            "unix_socket_dir": str(self._base),
+            "auth_type": "scram-sha-256" if self.server.password else "trust",
+            "auth_file": str(users),
+            "admin_users": self.server.user,
+            "pool_mode": self.pool_mode,
+            **BASE_SETTINGS,
+            **self.settings,
+        }
+        lines = [
+            "[databases]",
+            f"* = {server}",  # every database name, to the same name on the server
+            "",
+            "[pgbouncer]",
+            *(f"{key} = {value}" for key, value in settings.items()),
+        ]
+        self.config_file.write_text("\n".join(lines) + "\n")
+        for path in (self.config_file, users):
+            _privileges.give_to(path, self._account)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        argv, as_account = _privileges.as_account(
+            [str(self.binary), str(self.config_file)], self._account
+        )
+        # Run in the foreground, logging to stderr: the log is ours to read, the process
+        # ours to signal, with no pidfile to go stale.
+        with self.logfile.open("ab") as log:
+            try:
+                return subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=self._base,
+                    env=program_env(),
+                    **as_account,
+                )
+            except OSError as error:
+                raise PgBouncerError(f"could not run {self.binary}: {error}") from error
+
+    def _wait_until_listening(self, offset: int) -> str | None:
+        """Wait for the log to say pgbouncer listens on our port; return the problem if not.
+
+        The log decides, not a test connection: pgbouncer that cannot bind the TCP port
+        only warns and carries on with its Unix socket, and another process on that port
+        would answer the connection.
+        """
+        assert self._process is not None
+        host = re.escape(self.host.strip("[]"))
+        listening = re.compile(rf"listening on \[?{host}\]?:{self._port}\b")
+        port_taken = re.compile(rf"cannot listen on \[?{host}\]?:{self._port}\b")
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            log = _logs.read_from(self.logfile, offset)
+            if port_taken.search(log):
+                return "port taken"
+            if listening.search(log):
+                return None
+            if self._process.poll() is not None:
+                return f"it exited with {self._process.returncode}"
+            time.sleep(0.01)
+        return f"it did not listen within {START_TIMEOUT} s"
+
+    def _kill(self) -> None:
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(STOP_TIMEOUT)
+        self._process = None
+
+
+@functools.cache
+def _immediate_shutdown_signal(binary: Path) -> signal.Signals:
+    """SIGTERM shuts pgbouncer down at once up to 1.22; from 1.23 it waits for clients to
+    leave, and SIGQUIT is the immediate one."""
+    output = subprocess.run(
+        [str(binary), "--version"], capture_output=True, text=True, check=False
+    ).stdout
+    match = re.search(r"PgBouncer (\d+)\.(\d+)", output)
+    version = (int(match[1]), int(match[2])) if match else SIGQUIT_SINCE
+    return signal.SIGQUIT if version >= SIGQUIT_SINCE else signal.SIGTERM
+
+
+def _quoted(value: str) -> str:
+    """A value of pgbouncer's auth_file: in double quotes, a double quote doubled."""
+    return '"' + value.replace('"', '""') + '"'
