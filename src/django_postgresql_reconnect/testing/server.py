@@ -81,6 +81,7 @@ class PostgresServer:
         password: str | None = None,
         auth: Literal["trust", "password"] = "trust",
         settings: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
         netns: str | None = None,
     ) -> None:
         if auth not in ("trust", "password"):
@@ -94,6 +95,9 @@ class PostgresServer:
         self.password = password if password or auth == "trust" else secrets.token_urlsafe(16)
         self.netns = netns
         self.settings = dict(settings or {})
+        #: Extra environment of the server's own processes (initdb, pg_ctl, postgres), for
+        #: example ``LOCPATH`` and ``LC_CTYPE`` for a server that speaks another language.
+        self.env = dict(env or {})
         self._account = _service_account() if os.geteuid() == 0 else None
         self.bindir = _reachable_bindir(_find_bindir(bindir), self._account)
         # Inside a namespace the address is ours alone, so the usual port is free.
@@ -403,7 +407,7 @@ class PostgresServer:
                 command,
                 capture_output=True,
                 text=True,
-                env=_clean_env(),
+                env=_clean_env() | self.env,
                 cwd=self._base,
                 timeout=timeout,
                 check=False,
