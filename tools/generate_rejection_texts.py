@@ -183,6 +183,7 @@ def main(argv: list[str]) -> int:
     for english, found in {**server, **client}.items():
         if not found:
             print(f"note: no catalog translates {english!r}", file=sys.stderr)
+    add_ascii_variants(server, severities)
     args.output.write_text(render(catalogs, server, client, severities), encoding="utf-8")
     ruff = ROOT / ".venv" / "bin" / "ruff"
     if ruff.exists():
@@ -190,6 +191,104 @@ def main(argv: list[str]) -> int:
     total = sum(len(texts) for found in server.values() for texts in found.values())
     print(f"wrote {args.output}: {len(server)} server messages, {total} translations")
     return 0
+
+
+def add_ascii_variants(
+    server: dict[str, dict[str, list[str]]], severities: dict[str, dict[str, list[str]]]
+) -> None:
+    """Add each translation as glibc writes it for a server whose LC_CTYPE is C.
+
+    Before a database is chosen (authentication, role and database checks), the server's
+    messages are in the codeset of the postmaster's own LC_CTYPE; in the C locale glibc's
+    gettext transliterates them to ASCII ("VAZHNO:  pol`zovatel` ..." for Russian, "?" for what
+    has no transliteration). iconv does the same conversion. Variants left with too few
+    letters to tell them apart (Japanese, Chinese, Korean, Georgian, Greek become "????") or
+    that would match another SQLSTATE's text are left out.
+    """
+    originals = [
+        (english, language, text)
+        for english, found in server.items()
+        for language, texts in found.items()
+        for text in texts
+    ]
+    converted = to_ascii([text for _, _, text in originals])
+    if converted is None:
+        print("note: no iconv: ASCII variants left out", file=sys.stderr)
+        return
+    codes = {normalize(text): code for code, text in SERVER_REJECTIONS}
+    known = [(template_regex(english), codes[english]) for english in server]
+    known += [(template_regex(text), codes[english]) for english, _, text in originals]
+    candidates = []
+    for (english, language, text), ascii_text in zip(originals, converted, strict=True):
+        literal = PLACEHOLDER.sub("", ascii_text)
+        letters = sum(char.isascii() and char.isalpha() for char in literal)
+        if ascii_text != text and letters >= ASCII_LETTERS_NEEDED:
+            candidates.append((english, language, ascii_text))
+    accepted = []
+    texts_and_codes = [(fill(text), code) for text, code in samples(server)]
+    for english, language, ascii_text in candidates:
+        code = codes[english]
+        pattern = template_regex(ascii_text)
+        mine = fill(ascii_text)
+        rivals = [other for other, other_code in known if other_code != code]
+        rival_samples = [sample for sample, other_code in texts_and_codes if other_code != code]
+        if any(other.fullmatch(mine) for other in rivals) or any(
+            pattern.fullmatch(sample) for sample in rival_samples
+        ):
+            print(f"note: ASCII variant {ascii_text!r} is ambiguous: left out", file=sys.stderr)
+            continue
+        accepted.append((english, language, ascii_text))
+        known.append((pattern, code))
+    for english, language, ascii_text in accepted:
+        variants = server[english].setdefault(f"{language} (ASCII)", [])
+        if ascii_text not in variants:
+            variants.append(ascii_text)
+    words = [word for found in severities.values() for texts in found.values() for word in texts]
+    for word, ascii_word in zip(words, to_ascii(words) or [], strict=True):
+        if ascii_word != word and any(char.isascii() and char.isalpha() for char in ascii_word):
+            severities.setdefault(ascii_word, {})["ascii"] = [ascii_word]
+
+
+#: Letters (outside placeholders) an ASCII variant needs to be told apart from the others.
+ASCII_LETTERS_NEEDED = 6
+PLACEHOLDER = re.compile(
+    r"%%|%(?:\d+\$)?[-+ #0]*(?:\d+|\*)?(?:\.\d+)?(?:hh|h|ll|l|L|q|j|z|t)?[diouxXeEfFgGcspm]"
+)
+
+
+def to_ascii(texts: list[str]) -> list[str] | None:
+    """Convert like glibc's gettext for the C locale: ASCII, transliterated, else "?"."""
+    try:
+        result = subprocess.run(
+            ["iconv", "-f", "UTF-8", "-t", "ANSI_X3.4-1968//TRANSLIT"],
+            input="\n".join(texts) + "\n",
+            capture_output=True,
+            text=True,
+            env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return result.stdout.split("\n")[: len(texts)]
+
+
+def template_regex(template: str) -> re.Pattern[str]:
+    parts = PLACEHOLDER.split(template)
+    return re.compile(".*?".join(re.escape(part) for part in parts), re.DOTALL)
+
+
+def fill(template: str) -> str:
+    return PLACEHOLDER.sub("x", template)
+
+
+def samples(server: dict[str, dict[str, list[str]]]) -> list[tuple[str, str]]:
+    """Every text of the table with its SQLSTATE."""
+    codes = {normalize(text): code for code, text in SERVER_REJECTIONS}
+    return [
+        (text, codes[english])
+        for english, found in server.items()
+        for text in [english, *(text for texts in found.values() for text in texts)]
+    ]
 
 
 def find_catalogs(roots: list[Path]) -> dict[str, dict[tuple[str, str], Path]]:
@@ -256,8 +355,10 @@ def render(
         "",
         *used,
         "",
-        "Texts keep their printf placeholders (%s, %d, %u); rejections.py turns them into",
-        "wildcards.",
+        "Texts keep their printf placeholders (%s, %d, %u), which rejections.py turns into",
+        "wildcards, and only their first line (an old French catalog wraps some). A key such as",
+        '"ru (ASCII)" holds the text as a server whose LC_CTYPE is C sends it: glibc',
+        'transliterates it ("VAZHNO:  pol`zovatel` ...") or writes "?".',
         '"""',
         "",
         "# ruff: noqa: E501, RUF001",

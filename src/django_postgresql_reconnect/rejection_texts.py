@@ -12,14 +12,18 @@ edit by hand (change the script's lists and run it again)::
     libpq5-17.mo: cs de el es fr he it ja ka ko pl pt_BR ru sv tr uk zh_CN zh_TW
     libpq5-18.mo: cs de el es fr he it ja ka ko pl pt_BR ru sv tr uk zh_CN zh_TW
 
-Texts keep their printf placeholders (%s, %d, %u); rejections.py turns them into
-wildcards.
+Texts keep their printf placeholders (%s, %d, %u), which rejections.py turns into
+wildcards, and only their first line (an old French catalog wraps some). A key such as
+"ru (ASCII)" holds the text as a server whose LC_CTYPE is C sends it: glibc
+transliterates it ("VAZHNO:  pol`zovatel` ...") or writes "?".
 """
 
 # ruff: noqa: E501, RUF001
 
 #: The words the server may put before its message, as FATAL or PANIC or ERROR.
 SEVERITIES: tuple[str, ...] = (
+    "?L?MC?L (FATAL)",
+    "B??D",
     "BŁĄD",
     "ERREUR",
     "ERRO",
@@ -28,16 +32,22 @@ SEVERITIES: tuple[str, ...] = (
     "FATAL",
     "FATALE",
     "FATALT",
+    "FATAL`NO",
     "FEHLER",
     "FEL",
     "HATA",
     "KATASTROFALNY",
+    "KR?T?K",
     "KRİTİK",
+    "OSHIBKA",
+    "P?NICO",
     "PANIC",
     "PANICO",
     "PANIK",
     "PANIKA",
+    "POMILKA",
     "PÂNICO",
+    "VAZHNO",
     "ÖLÜMCÜL (FATAL)",
     "ВАЖНО",
     "ОШИБКА",
@@ -84,6 +94,20 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('користувач "%s" не пройшов автентифікацію за допомогою пароля',),
             "zh_CN": ('用户 "%s" Password 认证失败', '用户 "%s" 的密码认证失败'),
             "zh_TW": ('密碼驗證使用者 "%s" 失敗',),
+            "de (ASCII)": ("Passwort-Authentifizierung f?r Benutzer >>%s<< fehlgeschlagen",),
+            "es (ASCII)": ("la autentificaci?n password fall? para el usuario <<%s>>",),
+            "fr (ASCII)": (
+                "authentification par mot de passe ?chou?e pour l'utilisateur  << %s >>",
+            ),
+            "id (ASCII)": ("password gagal diotentikasi untuk pengguna  << %s >>",),
+            "ko (ASCII)": ('??? "%s"? password ??? ??????',),
+            "pl (ASCII)": ('autoryzacja has?em nie powiod?a si? dla u?ytkownika "%s"',),
+            "pt_BR (ASCII)": ('autentica??o do tipo senha falhou para o usu?rio "%s"',),
+            "ru (ASCII)": ('pol`zovatel` "%s" ne proshyol proverku podlinnosti (po parolyu)',),
+            "sv (ASCII)": ('L?senordsautentisering misslyckades f?r anv?ndare "%s"',),
+            "tr (ASCII)": ('"%s" kullan?c?s? i?in ?ifre do?rulamas? ba?ar?s?z oldu',),
+            "uk (ASCII)": ('koristuvach "%s" ne projshov avtentifikacziyu za dopomogoyu parolya',),
+            "zh_CN (ASCII)": ('?? "%s" Password ????',),
         },
     ),
     'authentication failed for user "%s": host rejected': (
@@ -113,6 +137,27 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('користувач "%s" не пройшов автентифікацію: відхилений хост',),
             "zh_CN": ('用户 "%s" 认证失败: 主机拒绝', '用户 "%s" 认证失败: 主机连接被拒绝'),
             "zh_TW": ('驗證使用者 "%s" 失敗: 主機被拒絕',),
+            "de (ASCII)": (
+                "Authentifizierung f?r Benutzer >>%s<< fehlgeschlagen: Host abgelehnt",
+            ),
+            "es (ASCII)": (
+                "la autentificaci?n fall? para el usuario <<%s>>: anfitri?n rechazado",
+            ),
+            "fr (ASCII)": ("authentification ?chou?e pour l'utilisateur << %s >> : h?te rejet?",),
+            "id (ASCII)": ("otentikasi gagal untuk pengguna << %s >> : host ditolak",),
+            "pl (ASCII)": ('nie powiod?a si? autoryzacja u?ytkownika "%s": odrzucono host',),
+            "pt_BR (ASCII)": ('autentica??o de usu?rio "%s" falhou: hospedeiro rejeitado',),
+            "ru (ASCII)": (
+                'pol`zovatel` "%s" ne proshyol proverku podlinnosti: ne razreshyonny`j komp`yuter',
+            ),
+            "sv (ASCII)": (
+                'autentisering misslyckades f?r anv?ndare "%s": host blockerad',
+                'autentisering misslyckades f?r anv?ndare "%s": v?rd blockerad',
+            ),
+            "tr (ASCII)": (
+                '"%s" kullan?c?s? i?in kimlik do?rulamas? ba?ar?s?z oldu: adres ge?erli de?il',
+            ),
+            "uk (ASCII)": ('koristuvach "%s" ne projshov avtentifikacziyu: vidxilenij xost',),
         },
     ),
     'authentication failed for user "%s": invalid authentication method': (
@@ -153,6 +198,34 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             ),
             "zh_CN": ('用户 "%s" 认证失败: 无效的认证方式', '用户 "%s" 认证失败: 无效的认证方法'),
             "zh_TW": ('驗證使用者 "%s" 失敗: 無效的驗證方式',),
+            "de (ASCII)": (
+                "Authentifizierung f?r Benutzer >>%s<< fehlgeschlagen: ung?ltige Authentifizierungsmethode",
+            ),
+            "es (ASCII)": (
+                "la autentificaci?n fall? para el usuario <<%s>>: m?todo de autentificaci?n no v?lido",
+            ),
+            "fr (ASCII)": (
+                "authentification ?chou?e pour l'utilisateur << %s >> : m?thode d'authentification invalide",
+            ),
+            "id (ASCII)": ("otentikasi gagal untuk pengguna << %s >> :",),
+            "pl (ASCII)": (
+                'nie powiod?a si? autoryzacja u?ytkownika "%s": niepoprawna metoda autoryzacji',
+            ),
+            "pt_BR (ASCII)": (
+                'autentica??o falhou para o usu?rio "%s": o m?todo de autentica??o n?o ? v?lido',
+            ),
+            "ru (ASCII)": (
+                'pol`zovatel` "%s" ne proshyol proverku podlinnosti: neverny`j metod proverki',
+            ),
+            "sv (ASCII)": (
+                'autentisering misslyckades f?r anv?ndare "%s": ok?nd autentiseringsmetod',
+            ),
+            "tr (ASCII)": (
+                '"%s" kullan?c?s?n?n kimlik do?rulamas? ba?ar?s?z: ge?ersiz kimlik do?rulama y?ntemi',
+            ),
+            "uk (ASCII)": (
+                'koristuvach "%s" ne projshov avtentifikacziyu: nepripustimij metod avtentifikacziyi',
+            ),
         },
     ),
     '"trust" authentication failed for user "%s"': (
@@ -177,6 +250,16 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('користувач "%s" не пройшов автентифікацію "trust"',),
             "zh_CN": ('用户 "%s" "trust" 认证失败', '用户 "%s" 的 "trust" 认证失败'),
             "zh_TW": ('"trust" 驗證使用者 "%s" 失敗',),
+            "de (ASCII)": (">>trust<<-Authentifizierung f?r Benutzer >>%s<< fehlgeschlagen",),
+            "es (ASCII)": ("la autentificaci?n <<trust>> fall? para el usuario <<%s>>",),
+            "fr (ASCII)": ("authentification << trust >> ?chou?e pour l'utilisateur << %s >>",),
+            "id (ASCII)": ("user gagal melakuakan otentikasi >> terjadi trust << %s >>",),
+            "pl (ASCII)": ('autoryzacja "trust" nie powiod?a si? dla u?ytkownika "%s"',),
+            "pt_BR (ASCII)": ('autentica??o do tipo "trust" falhou para o usu?rio "%s"',),
+            "ru (ASCII)": ('pol`zovatel` "%s" ne proshyol proverku podlinnosti ("trust")',),
+            "sv (ASCII)": ('"trust"-autentisering misslyckades f?r anv?ndare "%s"',),
+            "tr (ASCII)": ('"%s" kullan?c?s? i?in "trust" kimlik do?rulamas? ba?ar?s?z oldu',),
+            "uk (ASCII)": ('koristuvach "%s" ne projshov avtentifikacziyu "trust"',),
         },
     ),
     'Ident authentication failed for user "%s"': (
@@ -201,6 +284,16 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('Користувач "%s" не пройшов автентифікацію Ident',),
             "zh_CN": ('用户 "%s" Ident 认证失败', '用户 "%s" 的 Ident 认证失败'),
             "zh_TW": ('Ident 驗證使用者 "%s" 失敗',),
+            "de (ASCII)": ("Ident-Authentifizierung f?r Benutzer >>%s<< fehlgeschlagen",),
+            "es (ASCII)": ("la autentificaci?n Ident fall? para el usuario <<%s>>",),
+            "fr (ASCII)": ("?chec de l'authentification Ident pour l'utilisateur << %s >>",),
+            "id (ASCII)": ("Ident gagal diotentikasi untuk pengguna << %s >>",),
+            "pl (ASCII)": ('autoryzacja ident nie powiod?a si? dla u?ytkownika "%s"',),
+            "pt_BR (ASCII)": ('autentica??o do tipo Ident falhou para o usu?rio "%s"',),
+            "ru (ASCII)": ('pol`zovatel` "%s" ne proshyol proverku podlinnosti (Ident)',),
+            "sv (ASCII)": ('Ident-autentisering misslyckades f?r anv?ndare "%s"',),
+            "tr (ASCII)": ('"%s" kullan?c?s? i?in Ident kimlik do?rulamas? ba?ar?s?z oldu',),
+            "uk (ASCII)": ('Koristuvach "%s" ne projshov avtentifikacziyu Ident',),
         },
     ),
     'Peer authentication failed for user "%s"': (
@@ -228,6 +321,16 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('Користувач "%s" не пройшов автентифікацію Peer',),
             "zh_CN": ('对用户"%s"的对等认证失败', '用户 "%s" 的对等认证失败'),
             "zh_TW": ('Peer 驗證使用者 "%s" 失敗',),
+            "de (ASCII)": ("Peer-Authentifizierung f?r Benutzer >>%s<< fehlgeschlagen",),
+            "es (ASCII)": ("la autentificaci?n Peer fall? para el usuario <<%s>>",),
+            "fr (ASCII)": ("authentification peer ?chou?e pour l'utilisateur << %s >>",),
+            "id (ASCII)": ("Peer gagal diontentikasi untuk pengguna << %s >>",),
+            "pl (ASCII)": ('R?wnoleg?a autoryzacja nie powiod?a si? dla u?ytkownika "%s"',),
+            "pt_BR (ASCII)": ('A autentica??o do tipo peer falhou para o usu?rio "%s"',),
+            "ru (ASCII)": ('pol`zovatel` "%s" ne proshyol proverku podlinnosti (Peer)',),
+            "sv (ASCII)": ('Peer-autentisering misslyckades f?r anv?ndare "%s"',),
+            "tr (ASCII)": ('"%s" kullan?c?s? i?in peer kimlik do?rulamas? ba?ar?s?z oldu',),
+            "uk (ASCII)": ('Koristuvach "%s" ne projshov avtentifikacziyu Peer',),
         },
     ),
     'GSSAPI authentication failed for user "%s"': (
@@ -252,6 +355,21 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('Користувач "%s" не пройшов автентифікацію GSSAPI',),
             "zh_CN": ('对于用户"%s"的GSSAPI 认证失败', '用户 "%s" 的 GSSAPI 认证失败'),
             "zh_TW": ('GSSAPI 驗證使用者 "%s" 失敗',),
+            "de (ASCII)": ("GSSAPI-Authentifizierung f?r Benutzer >>%s<< fehlgeschlagen",),
+            "es (ASCII)": ("la autentificaci?n GSSAPI fall? para el usuario <<%s>>",),
+            "fr (ASCII)": ("authentification GSSAPI ?chou?e pour l'utilisateur << %s >>",),
+            "id (ASCII)": ("GSSAPI gagal diotentikasi untuk pengguna  << %s >>",),
+            "ja (ASCII)": ('????"%s"?GSSAPI?????????', '???"%s"?GSSAPI?????????'),
+            "ka (ASCII)": ('GSSAPI ?????????????? ???????????????? "%s" ??? ????????',),
+            "ko (ASCII)": ('"%s" ???? ?? GSSAPI ??? ??????.',),
+            "pl (ASCII)": ('autoryzacja GSSAPI nie powiod?a si? dla u?ytkownika "%s"',),
+            "pt_BR (ASCII)": ('autentica??o do tipo GSSAPI falhou para o usu?rio "%s"',),
+            "ru (ASCII)": ('pol`zovatel` "%s" ne proshyol proverku podlinnosti (GSSAPI)',),
+            "sv (ASCII)": ('GSSAPI-autentisering misslyckades f?r anv?ndare "%s"',),
+            "tr (ASCII)": ('"%s" kullan?c?s? i?in GSSPI  kimlik do?rulamas? ba?ar?s?z',),
+            "uk (ASCII)": ('Koristuvach "%s" ne projshov avtentifikacziyu GSSAPI',),
+            "zh_CN (ASCII)": ('????"%s"?GSSAPI ????', '?? "%s" ? GSSAPI ????'),
+            "zh_TW (ASCII)": ('GSSAPI ????? "%s" ??',),
         },
     ),
     'SSPI authentication failed for user "%s"': (
@@ -276,6 +394,16 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('Користувач "%s" не пройшов автентифікацію SSPI',),
             "zh_CN": ('对于用户 "%s" 的 SSPI 认证失败', '用户 "%s" 的 SSPI 认证失败'),
             "zh_TW": ('SSPI 驗證使用者 "%s" 失敗',),
+            "de (ASCII)": ("SSPI-Authentifizierung f?r Benutzer >>%s<< fehlgeschlagen",),
+            "es (ASCII)": ("la autentificaci?n SSPI fall? para el usuario <<%s>>",),
+            "fr (ASCII)": ("authentification SSPI ?chou?e pour l'utilisateur << %s >>",),
+            "id (ASCII)": ("SSPI gagal diotentikasi untuk pengguna << %s >>",),
+            "pl (ASCII)": ('Autoryzacja SSPI nie powiod?a si? dla u?ytkownika "%s"',),
+            "pt_BR (ASCII)": ('autentica??o do tipo SSPI falhou para o usu?rio "%s"',),
+            "ru (ASCII)": ('pol`zovatel` "%s" ne proshyol proverku podlinnosti (SSPI)',),
+            "sv (ASCII)": ('SSPI-autentisering misslyckades f?r anv?ndare "%s"',),
+            "tr (ASCII)": ('"%s" kullan?c?s? i?in SSPI kimlik do?rulamas? ba?ar?s?z oldu',),
+            "uk (ASCII)": ('Koristuvach "%s" ne projshov avtentifikacziyu SSPI',),
         },
     ),
     'PAM authentication failed for user "%s"': (
@@ -300,6 +428,16 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('Користувач "%s" не пройшов автентифікацію PAM',),
             "zh_CN": ('用户 "%s" 认证 PAM 失败', '用户 "%s" 的 PAM 认证失败'),
             "zh_TW": ('PAM 驗證使用者 "%s" 失敗',),
+            "de (ASCII)": ("PAM-Authentifizierung f?r Benutzer >>%s<< fehlgeschlagen",),
+            "es (ASCII)": ("la autentificaci?n PAM fall? para el usuario <<%s>>",),
+            "fr (ASCII)": ("authentification PAM ?chou?e pour l'utilisateur << %s >>",),
+            "id (ASCII)": ("PAM gagal di otentikasi untuk pengguna << %s >>",),
+            "pl (ASCII)": ('Autoryzacja PAM nie powiod?a si? dla u?ytkownika "%s"',),
+            "pt_BR (ASCII)": ('autentica??o do tipo PAM falhou para o usu?rio "%s"',),
+            "ru (ASCII)": ('pol`zovatel` "%s" ne proshyol proverku podlinnosti (PAM)',),
+            "sv (ASCII)": ('PAM-autentisering misslyckades f?r anv?ndare "%s"',),
+            "tr (ASCII)": ('"%s" kullan?c?s? i?in PAM kimlik do?rulamas? ba?ar?s?z oldu',),
+            "uk (ASCII)": ('Koristuvach "%s" ne projshov avtentifikacziyu PAM',),
         },
     ),
     'BSD authentication failed for user "%s"': (
@@ -323,6 +461,15 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('Користувач "%s" не пройшов автентифікацію BSD',),
             "zh_CN": ('对于用户 "%s" 的 BSD 认证失败', '用户 "%s" 的 BSD 认证失败'),
             "zh_TW": ('BSD 驗證使用者 "%s" 失敗',),
+            "de (ASCII)": ("BSD-Authentifizierung f?r Benutzer >>%s<< fehlgeschlagen",),
+            "es (ASCII)": ("la autentificaci?n BSD fall? para el usuario <<%s>>",),
+            "fr (ASCII)": ("authentification BSD ?chou?e pour l'utilisateur << %s >>",),
+            "pl (ASCII)": ('Autoryzacja BSD nie powiod?a si? dla u?ytkownika "%s"',),
+            "pt_BR (ASCII)": ('a autentica??o BSD falhou para o usu?rio "%s"',),
+            "ru (ASCII)": ('pol`zovatel` "%s" ne proshyol proverku podlinnosti (BSD)',),
+            "sv (ASCII)": ('BSD-autentisering misslyckades f?r anv?ndare "%s"',),
+            "tr (ASCII)": ('"%s" kullan?c?s? i?in BSD kimlik do?rulamas? ba?ar?s?z oldu',),
+            "uk (ASCII)": ('Koristuvach "%s" ne projshov avtentifikacziyu BSD',),
         },
     ),
     'LDAP authentication failed for user "%s"': (
@@ -347,6 +494,16 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('Користувач "%s" не пройшов автентифікацію LDAP',),
             "zh_CN": ('对于用户 "%s"的LDAP认证失败', '用户 "%s" 的 LDAP 认证失败'),
             "zh_TW": ('LDAP 驗證使用者 "%s" 失敗',),
+            "de (ASCII)": ("LDAP-Authentifizierung f?r Benutzer >>%s<< fehlgeschlagen",),
+            "es (ASCII)": ("la autentificaci?n LDAP fall? para el usuario <<%s>>",),
+            "fr (ASCII)": ("authentification LDAP ?chou?e pour l'utilisateur << %s >>",),
+            "id (ASCII)": ("LDAP gagal diotentikasi untuk pengguna << %s >>",),
+            "pl (ASCII)": ('Autoryzacja LDAP nie powiod?a si? dla u?ytkownika "%s"',),
+            "pt_BR (ASCII)": ('autentica??o do tipo LDAP falhou para o usu?rio "%s"',),
+            "ru (ASCII)": ('pol`zovatel` "%s" ne proshyol proverku podlinnosti (LDAP)',),
+            "sv (ASCII)": ('LDAP-autentisering misslyckades f?r anv?ndare "%s"',),
+            "tr (ASCII)": ('"%s" kullan?c?s? i?in LDAP kimlik do?rulamas? ba?ar?s?z',),
+            "uk (ASCII)": ('Koristuvach "%s" ne projshov avtentifikacziyu LDAP',),
         },
     ),
     'certificate authentication failed for user "%s"': (
@@ -371,6 +528,18 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('користувач "%s" не пройшов автентифікацію за сертифікатом',),
             "zh_CN": ('用户 "%s" 的认证失败', '用户 "%s" 的证书认证失败'),
             "zh_TW": ('憑證驗證使用者 "%s" 失敗',),
+            "de (ASCII)": ("Zertifikatauthentifizierung f?r Benutzer >>%s<< fehlgeschlagen",),
+            "es (ASCII)": ("la autentificaci?n por certificado fall? para el usuario <<%s>>",),
+            "fr (ASCII)": (
+                "authentification par le certificat ?chou?e pour l'utilisateur << %s >>",
+            ),
+            "id (ASCII)": ("sertifikat gagal diotentikasi untuk pengguna  << %s >>",),
+            "pl (ASCII)": ('autoryzacja certyfikatem nie powiod?a si? dla u?ytkownika "%s"',),
+            "pt_BR (ASCII)": ('autentica??o do tipo certificate falhou para o usu?rio "%s"',),
+            "ru (ASCII)": ('pol`zovatel` "%s" ne proshyol proverku podlinnosti (po sertifikatu)',),
+            "sv (ASCII)": ('certifikat-autentisering misslyckades f?r anv?ndare "%s"',),
+            "tr (ASCII)": ('"%s" kullan?c?s? i?in sertifika kimlik do?rulamas? ba?ar?s?z oldu',),
+            "uk (ASCII)": ('koristuvach "%s" ne projshov avtentifikacziyu za sertifikatom',),
         },
     ),
     'RADIUS authentication failed for user "%s"': (
@@ -398,6 +567,20 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('Користувач "%s" не пройшов автентифікацію RADIUS',),
             "zh_CN": ('用户 "%s" 的RADIUS认证失败', '用户 "%s" 的 RADIUS 认证失败'),
             "zh_TW": ('RADIUS 驗證使用者 "%s" 失敗',),
+            "de (ASCII)": ("RADIUS-Authentifizierung f?r Benutzer >>%s<< fehlgeschlagen",),
+            "es (ASCII)": ("la autentificaci?n RADIUS fall? para el usuario <<%s>>",),
+            "fr (ASCII)": ("authentification RADIUS ?chou?e pour l'utilisateur << %s >>",),
+            "id (ASCII)": ("RADIUS gagal di otentikasi untuk pengguna << %s >>",),
+            "ja (ASCII)": ('????"%s"? RADIUS ?????????', '???"%s"? RADIUS ?????????'),
+            "ko (ASCII)": ('??? "%s"? RADIUS ??? ??????.',),
+            "pl (ASCII)": ('autoryzacja RADIUS nie powiod?a si? dla u?ytkownika "%s"',),
+            "pt_BR (ASCII)": ('autentica??o do tipo RADIUS falhou para o usu?rio "%s"',),
+            "ru (ASCII)": ('pol`zovatel` "%s" ne proshyol proverku podlinnosti (RADIUS)',),
+            "sv (ASCII)": ('RADOUS-autentisering misslyckades f?r anv?ndare "%s"',),
+            "tr (ASCII)": ('"%s" kullan?c?s? i?in RADIUS kimlik do?rulamas? ba?ar?s?z oldu',),
+            "uk (ASCII)": ('Koristuvach "%s" ne projshov avtentifikacziyu RADIUS',),
+            "zh_CN (ASCII)": ('?? "%s" ?RADIUS????', '?? "%s" ? RADIUS ????'),
+            "zh_TW (ASCII)": ('RADIUS ????? "%s" ??',),
         },
     ),
     'OAuth bearer authentication failed for user "%s"': (
@@ -410,6 +593,14 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "ru": ('пользователь "%s" не прошёл проверку подлинности предъявителя в OAuth',),
             "sv": ('OAuth-bärande autentisering misslyckades för användare "%s"',),
             "uk": ('Аутентифікація OAuth bearer не вдалася для користувача "%s"',),
+            "de (ASCII)": ("OAuth-Bearer-Authentifizierung f?r Benutzer >>%s<< fehlgeschlagen",),
+            "ja (ASCII)": ('???? "%s" ? OAuth Bearer ?????????',),
+            "ko (ASCII)": ('"%s" ???? ?? OAuth bearer ??? ??????.',),
+            "ru (ASCII)": (
+                'pol`zovatel` "%s" ne proshyol proverku podlinnosti pred``yavitelya v OAuth',
+            ),
+            "sv (ASCII)": ('OAuth-b?rande autentisering misslyckades f?r anv?ndare "%s"',),
+            "uk (ASCII)": ('Autentifikacziya OAuth bearer ne vdalasya dlya koristuvacha "%s"',),
         },
     ),
     "connection requires a valid client certificate": (
@@ -431,6 +622,14 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ("підключення потребує припустимий сертифікат клієнта",),
             "zh_CN": ("连接中需要一个有效的客户端认证", "连接需要有效的客户端证书"),
             "zh_TW": ("連線需要有效的客戶端憑證",),
+            "de (ASCII)": ("Verbindung erfordert ein g?ltiges Client-Zertifikat",),
+            "es (ASCII)": ("la conexi?n requiere un certificado de cliente v?lido",),
+            "pl (ASCII)": ("po??czenie wymaga poprawnego certyfikatu klienta",),
+            "pt_BR (ASCII)": ("conex?o requer um certificado cliente v?lido",),
+            "ru (ASCII)": ("dlya podklyucheniya trebuetsya godny`j sertifikat klienta",),
+            "sv (ASCII)": ("Anslutning kr?ver ett giltigt klientcertifikat",),
+            "tr (ASCII)": ("ba?lant?, ge?erli bir istemci sertifikas?na gereksinim duyuyor.",),
+            "uk (ASCII)": ("pidklyuchennya potrebuye pripustimij sertifikat kliyenta",),
         },
     ),
     'no pg_hba.conf entry for host "%s", user "%s", database "%s", %s': (
@@ -474,6 +673,49 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
                 '没有适用于主机 "%s", 用户 "%s", 数据库 "%s", %s 的 pg_hba.conf 条目',
             ),
             "zh_TW": ('沒有主機 "%s", 使用者 "%s", 資料庫 "%s", %s 適用的 pg_hba.conf 項目',),
+            "de (ASCII)": (
+                "kein pg_hba.conf-Eintrag f?r Host >>%s<<, Benutzer >>%s<<, Datenbank >>%s<<, %s",
+            ),
+            "es (ASCII)": (
+                "no hay una l?nea en pg_hba.conf para <<%s>>, usuario <<%s>>, base de datos <<%s>>, %s",
+            ),
+            "fr (ASCII)": (
+                "aucune entr?e dans pg_hba.conf pour l'h?te << %s >>, utilisateur << %s >>,",
+            ),
+            "id (ASCII)": ("tidak ada entry pg_hba.conf untuk host<< %s >>, pengguna << %s >>,",),
+            "ja (ASCII)": (
+                'pg_hba.conf ????"%s"?????"%s"???????"%s, %s????????????',
+                'pg_hba.conf ????"%s"????"%s"???????"%s, %s????????????',
+            ),
+            "ka (ASCII)": (
+                'pg_hba.conf-?? ???????? ?????????? "%s" ???????????? "%s", ???? "%s", %s ?????????? ????',
+            ),
+            "ko (ASCII)": (
+                '??? "%s", ??? "%s", ?????? "%s", %s ??? ?? ??? pg_hba.conf ??? ????.',
+            ),
+            "pl (ASCII)": (
+                'brak wpisu w pg_hba.conf dla hosta "%s", u?ytkownika "%s", bazy "%s", %s',
+            ),
+            "pt_BR (ASCII)": (
+                'nenhuma entrada em pg_hba.conf para o hospedeiro "%s", usu?rio "%s", banco de dados "%s", %s',
+            ),
+            "ru (ASCII)": (
+                'v pg_hba.conf net zapisi dlya komp`yutera "%s", pol`zovatelya "%s", bazy` "%s", %s',
+            ),
+            "sv (ASCII)": (
+                'ingen rad i pg_hba.conf f?r v?rd "%s", anv?ndare "%s", databas "%s", %s',
+            ),
+            "tr (ASCII)": (
+                '"%s" adresi, "%s" kullan?c?s?, "%s" veritaban? i?in pg_hba.conf i?inde bir tan?m yok, %s',
+            ),
+            "uk (ASCII)": (
+                'v pg_hba.conf nemaye zapisu dlya xostu "%s", koristuvacha "%s", bazi danix "%s", %s',
+            ),
+            "zh_CN (ASCII)": (
+                '?????? "%s", ?? "%s", ??? "%s", %s ? pg_hba.conf ??',
+                '??????? "%s", ?? "%s", ??? "%s", %s ? pg_hba.conf ??',
+            ),
+            "zh_TW (ASCII)": ('???? "%s", ??? "%s", ??? "%s", %s ??? pg_hba.conf ??',),
         },
     ),
     'no pg_hba.conf entry for host "%s", user "%s", database "%s"': (
@@ -489,6 +731,15 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
                 '"%s" adresi, "%s" kullanıcısı, "%s" veritabanı için pg_hba.conf içinde bir tanım yok',
             ),
             "zh_CN": ('没有用于主机 "%s", 用户 "%s", 数据库 "%s" 的 pg_hba.conf 记录',),
+            "id (ASCII)": ("tidak ada entry pg_hba.conf untuk host << %s >>, pengguna << %s >>,",),
+            "ko (ASCII)": ('??? "%s", ??? "%s", ?????? "%s" ??? ?? ??? pg_hba.conf ??? ????.',),
+            "pl (ASCII)": (
+                'brak wpisu w pg_hba.conf dla hosta "%s", u?ytkownika "%s", bazy "%s"',
+            ),
+            "tr (ASCII)": (
+                '"%s" adresi, "%s" kullan?c?s?, "%s" veritaban? i?in pg_hba.conf i?inde bir tan?m yok',
+            ),
+            "zh_CN (ASCII)": ('?????? "%s", ?? "%s", ??? "%s" ? pg_hba.conf ??',),
         },
     ),
     'no pg_hba.conf entry for replication connection from host "%s", user "%s", %s': (
@@ -540,6 +791,46 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
                 '没有适用于主机 "%s", 用户 "%s", %s 的复制连接的 pg_hba.conf 条目',
             ),
             "zh_TW": ('pg_hba.conf 沒有適用於主機 "%s", 使用者 "%s", %s 的複寫連線項目',),
+            "de (ASCII)": (
+                "kein pg_hba.conf-Eintrag f?r Replikationsverbindung von Host >>%s<<, Benutzer >>%s<<, %s",
+            ),
+            "es (ASCII)": (
+                "no hay una l?nea en pg_hba.conf para la conexi?n de replicaci?n desde el servidor <<%s>>, usuario <<%s>>, %s",
+            ),
+            "fr (ASCII)": (
+                "aucune entr?e dans pg_hba.conf pour la connexion de la r?plication ? partir de",
+            ),
+            "ja (ASCII)": (
+                'pg_hba.conf ????"%s"?????"%s", %s????????????',
+                'pg_hba.conf ????"%s"????"%s", %s????????????',
+            ),
+            "ka (ASCII)": (
+                'pg_hba.conf-?? ???????? ??????????? ????????? ??????? ???????? "%s" ???????????? "%s", %s ?????????? ????',
+            ),
+            "ko (ASCII)": ('??? "%s", ??? "%s", %s ??? ??? ??? pg_hba.conf ??? ???? ?? ????',),
+            "pl (ASCII)": (
+                'brak wpisu w pg_hba.conf dla po??czenia replikacji z hosta "%s", u?ytkownika "%s", %s',
+            ),
+            "pt_BR (ASCII)": (
+                'nenhuma entrada em pg_hba.conf para conex?o de replica??o do hospedeiro "%s", usu?rio "%s", %s',
+            ),
+            "ru (ASCII)": (
+                'v pg_hba.conf net zapisi, razreshayushhej podklyuchenie dlya replikaczii s komp`yutera "%s" dlya pol`zovatelya "%s", %s',
+            ),
+            "sv (ASCII)": (
+                'ingen rad i pg_hba.conf f?r replikeringsanslutning fr?n v?rd "%s", anv?ndare "%s", %s',
+            ),
+            "tr (ASCII)": (
+                '"%s" istemcisinden "%s" kullan?c?s? ile  gelen replikasyon ba?lant?s? i?in pg_hba.conf girdisi yok, %s',
+            ),
+            "uk (ASCII)": (
+                'v pg_hba.conf nemaye zapisu, shho dozvolyaye pidklyuchennya dlya replikacziyi z xostu "%s", koristuvacha "%s", %s',
+            ),
+            "zh_CN (ASCII)": (
+                '?????? "%s", ??"%s", %s??????pg_hba.conf??',
+                '??????? "%s", ?? "%s", %s ?????? pg_hba.conf ??',
+            ),
+            "zh_TW (ASCII)": ('pg_hba.conf ??????? "%s", ??? "%s", %s ???????',),
         },
     ),
     'no pg_hba.conf entry for replication connection from host "%s", user "%s"': (
@@ -559,6 +850,14 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
                 ' "%s" istemcisinden "%s" kullanıcısı ile gelen replikasyon bağlantısı için pg_hba.conf girdisi yok.',
             ),
             "zh_CN": ('没有来自主机 "%s", 用户"%s"的复制连接的pg_hba.conf记录',),
+            "ko (ASCII)": ('??? "%s", ??? "%s" ??? ??? ??? pg_hba.conf ??? ???? ?? ????',),
+            "pl (ASCII)": (
+                'brak wpisu w pg_hba.conf dla po??czenia replikacji z hosta "%s", u?ytkownika "%s"',
+            ),
+            "tr (ASCII)": (
+                ' "%s" istemcisinden "%s" kullan?c?s? ile gelen replikasyon ba?lant?s? i?in pg_hba.conf girdisi yok.',
+            ),
+            "zh_CN (ASCII)": ('?????? "%s", ??"%s"??????pg_hba.conf??',),
         },
     ),
     'pg_hba.conf rejects connection for host "%s", user "%s", database "%s", %s': (
@@ -612,6 +911,51 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
                 'pg_hba.conf 拒绝来自主机 "%s", 用户 "%s", 数据库 "%s", %s 的连接',
             ),
             "zh_TW": ('pg_hba.conf 拒絕主機 "%s" 連線, 使用者 "%s", 資料庫 "%s", %s',),
+            "de (ASCII)": (
+                "pg_hba.conf lehnt Verbindung ab f?r Host >>%s<<, Benutzer >>%s<<, Datenbank >>%s<<, %s",
+            ),
+            "es (ASCII)": (
+                "pg_hba.conf rechaza la conexi?n para el servidor <<%s>>, usuario <<%s>>, base de datos <<%s>>, %s",
+            ),
+            "fr (ASCII)": (
+                "pg_hba.conf rejette la connexion pour l'h?te << %s >>, utilisateur << %s >>, base",
+            ),
+            "id (ASCII)": (
+                "pg_hba.conf terjadi kesalahan koneksi untuk host << %s >>, pengguna << %s >>, dasar",
+            ),
+            "ja (ASCII)": (
+                'pg_hba.conf ??????? "%s"????? "%s"??????? "%s", %s??????????',
+                'pg_hba.conf ??????? "%s"???? "%s"??????? "%s", %s??????????',
+            ),
+            "ka (ASCII)": (
+                'pg_hba.conf ??????? ????????? ?????????? "%s", ???????????? "%s", ???? "%s", %s',
+            ),
+            "ko (ASCII)": (
+                '??? "%s", ??? "%s", ?????? "%s",  %s ??? pg_hba.conf ?? ??? ?? ?????',
+            ),
+            "pl (ASCII)": (
+                'pg_hba.conf odrzuca po??czenie dla hosta "%s", u?ytkownika "%s", bazy "%s", %s',
+            ),
+            "pt_BR (ASCII)": (
+                'pg_hba.conf rejeitou conex?o para o hospedeiro "%s", usu?rio "%s", banco de dados "%s", %s',
+            ),
+            "ru (ASCII)": (
+                'pg_hba.conf otvergaet podklyuchenie: komp`yuter "%s", pol`zovatel` "%s", baza danny`x "%s", %s',
+            ),
+            "sv (ASCII)": (
+                'pg_hba.conf avvisar anslutning f?r v?rd "%s", anv?ndare "%s", databas "%s", %s',
+            ),
+            "tr (ASCII)": (
+                'pg_hba.conf "%s" istemcisinden "%s" kullan?c?s? ile "%s" veritaban?na gelen replikasyon ba?lant?s?n? reddetti, %s',
+            ),
+            "uk (ASCII)": (
+                'pg_hba.conf vidxilyaye pidklyuchennya dlya xostu "%s", koristuvacha "%s", bazi danix "%s", %s',
+            ),
+            "zh_CN (ASCII)": (
+                'pg_hba.conf ????????"%s", ??"%s", ???"%s", %s?????',
+                'pg_hba.conf ?????? "%s", ?? "%s", ??? "%s", %s ???',
+            ),
+            "zh_TW (ASCII)": ('pg_hba.conf ???? "%s" ??, ??? "%s", ??? "%s", %s',),
         },
     ),
     'pg_hba.conf rejects connection for host "%s", user "%s", database "%s"': (
@@ -627,6 +971,17 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
                 'pg_hba.conf "%s" istemcisinden "%s" kullanıcısı ile "%s" veritabanına gelen replikasyon bağlantısını reddetti',
             ),
             "zh_CN": ('pg_hba.conf 记录拒绝来自主机"%s", 用户"%s", 数据库"%s"的复制连接',),
+            "id (ASCII)": (
+                "pg_hba.conf terjadi kesalahan untuk host << %s >>, pengguna << %s >>, dasar",
+            ),
+            "ko (ASCII)": ('??? "%s", ??? "%s", ?????? "%s" ??? pg_hba.conf ?? ??? ?? ?????',),
+            "pl (ASCII)": (
+                'pg_hba.conf odrzuca po??czenie dla hosta "%s", u?ytkownika "%s", bazy "%s"',
+            ),
+            "tr (ASCII)": (
+                'pg_hba.conf "%s" istemcisinden "%s" kullan?c?s? ile "%s" veritaban?na gelen replikasyon ba?lant?s?n? reddetti',
+            ),
+            "zh_CN (ASCII)": ('pg_hba.conf ????????"%s", ??"%s", ???"%s"?????',),
         },
     ),
     'pg_hba.conf rejects replication connection for host "%s", user "%s", %s': (
@@ -676,6 +1031,49 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
                 'pg_hba.conf 拒绝来自主机 "%s", 用户 "%s", %s 的复制连接',
             ),
             "zh_TW": ('pg_hba.conf 拒絕主機 "%s" 的複寫連線, 使用者 "%s", %s',),
+            "de (ASCII)": (
+                "pg_hba.conf lehnt Replikationsverbindung ab f?r Host >>%s<<, Benutzer >>%s<<, %s",
+            ),
+            "es (ASCII)": (
+                "pg_hba.conf rechaza la conexi?n de replicaci?n para el servidor <<%s>>, usuario <<%s>>, %s",
+            ),
+            "fr (ASCII)": (
+                "pg_hba.conf rejette la connexion de la r?plication pour l'h?te << %s >>,",
+            ),
+            "id (ASCII)": (
+                "pg_hba.conf terjadi kesalahan repikasi koneksi untuk host  << %s >>,",
+            ),
+            "ja (ASCII)": (
+                'pg_hba.conf ??????? "%s"????? "%s", %s ???????????????????',
+                'pg_hba.conf ??????? "%s"???? "%s", %s ???????????????????',
+            ),
+            "ka (ASCII)": (
+                'pg_hba.conf ??????? ??????????? ????????? ?????????? "%s", ???????????? "%s", %s',
+            ),
+            "ko (ASCII)": ('??? "%s", ??? "%s", %s ??? ??? ???? pg_hba.conf ?? ??? ?? ?????',),
+            "pl (ASCII)": (
+                'pg_hba.conf odrzuca po??czenia replikacji dla hosta "%s", u?ytkownika "%s", %s',
+            ),
+            "pt_BR (ASCII)": (
+                'pg_hba.conf rejeitou conex?o de replica??o para o hospedeiro "%s", usu?rio "%s", %s',
+            ),
+            "ru (ASCII)": (
+                'pg_hba.conf otvergaet podklyuchenie dlya replikaczii: komp`yuter "%s", pol`zovatel` "%s", "%s"',
+            ),
+            "sv (ASCII)": (
+                'pg_hba.conf avvisar replikeringsanslutning f?r v?rd "%s", anv?ndare "%s", %s',
+            ),
+            "tr (ASCII)": (
+                'pg_hba.conf "%s" istemcisinden "%s" kullan?c?s? ile gelen replikasyon ba?lant?s?n? reddetti, %s',
+            ),
+            "uk (ASCII)": (
+                'pg_hba.conf vidxilyaye pidklyuchennya replikacziyi dlya xostu "%s", koristuvacha "%s", %s',
+            ),
+            "zh_CN (ASCII)": (
+                'pg_hba.conf??????????"%s",?? "%s",%s?????',
+                'pg_hba.conf ?????? "%s", ?? "%s", %s ?????',
+            ),
+            "zh_TW (ASCII)": ('pg_hba.conf ???? "%s" ?????, ??? "%s", %s',),
         },
     ),
     'pg_hba.conf rejects replication connection for host "%s", user "%s"': (
@@ -691,6 +1089,17 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
                 'pg_hba.conf "%s" istemcisinden "%s" kullanıcısı ile gelen replikasyon bağlantısını reddetti',
             ),
             "zh_CN": ('pg_hba.conf 记录拒绝来自主机"%s", 用户"%s"的复制连接',),
+            "id (ASCII)": (
+                "pg_hba.conf terjadi kesalahan replikasi koneksi untuk host << %s >>,",
+            ),
+            "ko (ASCII)": ('??? "%s", ??? "%s" ??? ??? ???? pg_hba.conf ?? ??? ?? ?????',),
+            "pl (ASCII)": (
+                'pg_hba.conf odrzuca po??czenie replikacji dla hosta "%s", u?ytkownika "%s"',
+            ),
+            "tr (ASCII)": (
+                'pg_hba.conf "%s" istemcisinden "%s" kullan?c?s? ile gelen replikasyon ba?lant?s?n? reddetti',
+            ),
+            "zh_CN (ASCII)": ('pg_hba.conf ????????"%s", ??"%s"?????',),
         },
     ),
     'role "%s" does not exist': (
@@ -712,6 +1121,14 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('роль "%s" не існує',),
             "zh_CN": ('角色 "%s" 不存在',),
             "zh_TW": ('角色 "%s" 不存在',),
+            "de (ASCII)": ("Rolle >>%s<< existiert nicht",),
+            "es (ASCII)": ("no existe el rol <<%s>>",),
+            "fr (ASCII)": ("le r?le << %s >> n'existe pas",),
+            "id (ASCII)": ("role << %s >> tidak ada",),
+            "pt_BR (ASCII)": ('role "%s" n?o existe',),
+            "ru (ASCII)": ('rol` "%s" ne sushhestvuet',),
+            "tr (ASCII)": ('"%s" rol? mevcut de?il',),
+            "uk (ASCII)": ('rol` "%s" ne isnuye',),
         },
     ),
     'role "%s" is not permitted to log in': (
@@ -733,6 +1150,16 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('для ролі "%s" вхід не дозволений',),
             "zh_CN": ('不允许角色"%s" 进行登录', '不允许角色 "%s" 进行登录'),
             "zh_TW": ('不允許角色 "%s" 登入',),
+            "de (ASCII)": ("Rolle >>%s<< hat keine Berechtigung zum Einloggen",),
+            "es (ASCII)": ("al rol <<%s>> no se le permite conectarse",),
+            "fr (ASCII)": ("le r?le << %s >> n'est pas autoris? ? se connecter",),
+            "id (ASCII)": ("role << %s >> tidak diperbolehkan untuk log in",),
+            "it (ASCII)": ('al ruolo "%s" non ? consentito effettuare il login',),
+            "pt_BR (ASCII)": ('role "%s" n?o tem permiss?o para entrar',),
+            "ru (ASCII)": ('dlya roli "%s" vxod zapreshhyon',),
+            "sv (ASCII)": ('roll "%s" till?ts inte logga in',),
+            "tr (ASCII)": (' "%s" rol?nun sisteme giri? hakk? yoktur',),
+            "uk (ASCII)": ('dlya roli "%s" vxid ne dozvolenij',),
         },
     ),
     "no PostgreSQL user name specified in startup packet": (
@@ -762,6 +1189,27 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
                 "在启动包中未指定 PostgreSQL 用户名",
             ),
             "zh_TW": ("起始封包中未指定 PostgreSQL 使用者名稱",),
+            "fr (ASCII)": (
+                "aucun nom d'utilisateur PostgreSQL n'a ?t? sp?cifi? dans le paquet de d?marrage",
+            ),
+            "ja (ASCII)": (
+                "????????????PostgreSQL????????????",
+                "????????????PostgreSQL???????????",
+            ),
+            "ka (ASCII)": ("???????? ??????? PostgreSQL-?? ???????????? ?????? ?????????? ????",),
+            "ko (ASCII)": ("?? ???? ??? ???? PostgreSQL ??? ??? ????",),
+            "pl (ASCII)": ("brak u?ytkownika PostgreSQL wskazanego w pakiecie uruchomieniowym",),
+            "pt_BR (ASCII)": (
+                "nenhum nome de usu?rio PostgreSQL especificado no pacote de ativa??o",
+            ),
+            "ru (ASCII)": ("v startovom pakete ne ukazano imya pol`zovatelya PostgreSQL",),
+            "sv (ASCII)": ("inget PostgreSQL-anv?ndarnamn angivet i startuppaketet",),
+            "tr (ASCII)": ("ba?latma paketinde PostgreSQL kullan?c? ad? belirtilmemi?tir",),
+            "uk (ASCII)": (
+                "ne vkazano zhodnogo im'ya koristuvacha PostgreSQL u startovomu paketi",
+            ),
+            "zh_CN (ASCII)": ("????????? PostgreSQL ???", "???????? PostgreSQL ???"),
+            "zh_TW (ASCII)": ("???????? PostgreSQL ?????",),
         },
     ),
     "unsupported frontend protocol %u.%u: server supports %u.0 to %u.%u": (
@@ -799,6 +1247,34 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             ),
             "zh_CN": ("不支持的前端协议 %u.%u: 服务端支持 %u.0 到 %u.%u",),
             "zh_TW": ("不支援的前端通訊協定 %u.%u: 伺服器支援 %u.0 到 %u.%u",),
+            "de (ASCII)": (
+                "nicht unterst?tztes Frontend-Protokoll %u.%u: Server unterst?tzt %u.0 bis %u.%u",
+            ),
+            "es (ASCII)": (
+                "el protocolo %u.%u no est? soportado: servidor soporta %u.0 hasta %u.%u",
+            ),
+            "fr (ASCII)": (
+                "protocole frontal %u.%u non support? : le serveur supporte de %u.0 ? %u.%u",
+            ),
+            "ko (ASCII)": ("???? ?? frontend ???? %u.%u: ???? ???? ???? %u.0 .. %u.%u",),
+            "pl (ASCII)": (
+                "nieobs?ugiwany protok?? frontendu %u.%u: serwer obs?uguje %u.0 do %u.%u",
+            ),
+            "pt_BR (ASCII)": (
+                "protocolo do cliente %u.%u n?o ? suportado: servidor suporta %u.0 a %u.%u",
+            ),
+            "ru (ASCII)": (
+                "nepodderzhivaemy`j protokol klientskogo prilozheniya %u.%u; server podderzhivaet %u.0 - %u.%u",
+            ),
+            "sv (ASCII)": (
+                "inget st?d f?r fram?ndans protokoll %u.%u: servern st?der %u.0 till %u.%u",
+            ),
+            "tr (ASCII)": (
+                "frontend protokol? %u.%u desteklenememktedir: sunucunun destekledi?i protokolleri %u.0 ila %u.%u aras?nda",
+            ),
+            "uk (ASCII)": (
+                "protokol interfejsu, shho ne pidtrimuyet`sya, %u.%u: server pidtrimuye %u.0 do %u.%u",
+            ),
         },
     ),
     'database "%s" does not exist': (
@@ -820,6 +1296,14 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('бази даних "%s" не існує',),
             "zh_CN": ('数据库 "%s" 不存在',),
             "zh_TW": ('資料庫 "%s" 不存在',),
+            "de (ASCII)": ("Datenbank >>%s<< existiert nicht",),
+            "es (ASCII)": ("no existe la base de datos <<%s>>",),
+            "fr (ASCII)": ("la base de donn?es << %s >> n'existe pas",),
+            "id (ASCII)": ("database << %s >> tidak ada",),
+            "pt_BR (ASCII)": ('banco de dados "%s" n?o existe',),
+            "ru (ASCII)": ('baza danny`x "%s" ne sushhestvuet',),
+            "tr (ASCII)": ('"%s" veritaban? mevcut de?il',),
+            "uk (ASCII)": ('bazi danix "%s" ne isnuye',),
         },
     ),
     'database "%s" has disappeared from pg_database': (
@@ -844,6 +1328,21 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
                 '数据库 "%s" 已从 pg_database 中消失',
             ),
             "zh_TW": ('資料庫 "%s" 已從 pg_database 消失',),
+            "de (ASCII)": ("Datenbank >>%s<< ist aus pg_database verschwunden",),
+            "es (ASCII)": ("la base de datos <<%s>> ha desaparecido de pg_database",),
+            "fr (ASCII)": ("la base de donn?es << %s >> a disparu de pg_database",),
+            "id (ASCII)": ("database << %s >> telah hilang dari pg_database",),
+            "it (ASCII)": ('il database "%s" ? scomparso da database pg_database',),
+            "ja (ASCII)": ('??????"%s"?pg_database????????',),
+            "ka (ASCII)": ('???? "%s" pg_database-??? ?????',),
+            "ko (ASCII)": ('"%s" ??????? pg_database ??? ????',),
+            "pl (ASCII)": ('baza danych "%s" znikn??a z pg_database',),
+            "ru (ASCII)": ('baza danny`x "%s" ischezla iz pg_database',),
+            "sv (ASCII)": ('databasen "%s" har f?rsvunnit fr?n pg_database',),
+            "tr (ASCII)": ('"%s" veritaban? pg_database tablosundan yok olmu?',),
+            "uk (ASCII)": ('baza danix "%s" znikla z pg_database',),
+            "zh_CN (ASCII)": ('?????"%s"??????????pg_database????', '??? "%s" ?? pg_database ???'),
+            "zh_TW (ASCII)": ('??? "%s" ?? pg_database ??',),
         },
     ),
     'database "%s" is not currently accepting connections': (
@@ -865,6 +1364,16 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('база даних "%s" не приймає підключення в даний момент',),
             "zh_CN": ('数据库 "%s" 当前不接受联接', '数据库 "%s" 当前不接受连接'),
             "zh_TW": ('資料庫 "%s" 目前並不接受連線',),
+            "de (ASCII)": ("Datenbank >>%s<< akzeptiert gegenw?rtig keine Verbindungen",),
+            "es (ASCII)": ("la base de datos <<%s>> no acepta conexiones",),
+            "fr (ASCII)": ("la base de donn?es << %s >> n'accepte plus les connexions",),
+            "id (ASCII)": ("database << %s >> saat ini tidak menerima koneksi",),
+            "pl (ASCII)": ('baza danych "%s" nie akceptuje obecnie po??cze?',),
+            "pt_BR (ASCII)": ('banco de dados "%s" n?o est? aceitando conex?es',),
+            "ru (ASCII)": ('baza "%s" ne prinimaet podklyucheniya v danny`j moment',),
+            "sv (ASCII)": ('databasen "%s" tar f?r n?rvarande inte emot uppkopplingar',),
+            "tr (ASCII)": ('"%s" veritaban? ?u anda ba?lat? kabul etmiyor',),
+            "uk (ASCII)": ('baza danix "%s" ne prijmaye pidklyuchennya v danij moment',),
         },
     ),
     'cannot connect to invalid database "%s"': (
@@ -882,6 +1391,12 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('неможливо під\'єднатися до невірної бази даних "%s"',),
             "zh_CN": ('不能连接到无效的数据库 "%s"',),
             "zh_TW": ('不能連線到無效的資料庫 "%s"',),
+            "de (ASCII)": ("mit ung?ltiger Datenbank >>%s<< kann nicht verbunden werden",),
+            "es (ASCII)": ("no se puede conectar a la base de datos no v?lida <<%s>>",),
+            "fr (ASCII)": ("ne peut pas se connecter ? la base de donn?es invalide << %s >>",),
+            "pt_BR (ASCII)": ('n?o ? poss?vel conectar ao banco de dados inv?lido "%s"',),
+            "ru (ASCII)": ('podklyuchit`sya k nekorrektnoj baze "%s" nel`zya',),
+            "uk (ASCII)": ('nemozhlivo pid\'yednatisya do nevirnoyi bazi danix "%s"',),
         },
     ),
     'permission denied for database "%s"': (
@@ -903,6 +1418,16 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('доступ до бази даних "%s" відхилений',),
             "zh_CN": ('访问数据库"%s"的权限不够', '访问数据库 "%s" 的权限不足'),
             "zh_TW": ('資料庫 "%s" 權限不足',),
+            "de (ASCII)": ("keine Berechtigung f?r Datenbank >>%s<<",),
+            "es (ASCII)": ("permiso denegado a la base de datos <<%s>>",),
+            "fr (ASCII)": ("droit refus? pour la base de donn?es << %s >>",),
+            "id (ASCII)": ("izin ditolak untuk database << %s >>",),
+            "pl (ASCII)": ('odmowa dost?pu do bazy "%s"',),
+            "pt_BR (ASCII)": ('permiss?o negada para banco de dados "%s"',),
+            "ru (ASCII)": ('dostup k baze "%s" zapreshhyon',),
+            "sv (ASCII)": ('r?ttighet saknas f?r databas "%s"',),
+            "tr (ASCII)": ('"%s" veritaban?na eri?im engellendi',),
+            "uk (ASCII)": ('dostup do bazi danix "%s" vidxilenij',),
         },
     ),
     "must be superuser to connect during database shutdown": (
@@ -932,6 +1457,27 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
                 "потрібно бути суперкористувачем, щоб підключитись під час завершення роботи бази даних",
             ),
             "zh_CN": ("只有超级用户才能在数据库关闭期间连接数据库",),
+            "de (ASCII)": (
+                "nur Superuser k?nnen w?hrend des Herunterfahrens der Datenbank verbinden",
+            ),
+            "fr (ASCII)": (
+                "doit ?tre super-utilisateur pour se connecter pendant un arr?t de la base de",
+            ),
+            "it (ASCII)": (
+                "solo un superutente pu? connettersi durante lo spegnimento del database",
+            ),
+            "pl (ASCII)": (
+                "musisz by? superu?ytkownikiem aby ??czy? si? w czasie zamykania bazy danych",
+            ),
+            "ru (ASCII)": (
+                "nuzhno by`t` superpol`zovatelem, chtoby` podklyuchit`sya v proczesse ostanovki BD",
+            ),
+            "sv (ASCII)": (
+                "m?ste vara superuser f?r att ansluta n?r databasen h?ller p? att st?ngas ner",
+            ),
+            "uk (ASCII)": (
+                "potribno buti superkoristuvachem, shhob pidklyuchitis` pid chas zavershennya roboti bazi danix",
+            ),
         },
     ),
     "must be superuser or replication role to start walsender": (
@@ -960,6 +1506,32 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
                 "для запуску процесу walsender потребується роль реплікації або бути суперкористувачем",
             ),
             "zh_CN": ("只有超级用户或者拥有复制角色的用户才能启动 walsender",),
+            "de (ASCII)": ("nur Superuser und Replikationsrollen k?nnen WAL-Sender starten",),
+            "es (ASCII)": (
+                "debe ser superusuario o rol de replicaci?n para iniciar el walsender",
+            ),
+            "fr (ASCII)": (
+                "doit ?tre un superutilisateur ou un r?le ayant l'attribut de r?plication",
+            ),
+            "it (ASCII)": ("solo un superutente o il ruolo di replica pu? avviare walsender",),
+            "ja (ASCII)": (
+                "walsender??????????????????replication?????????????",
+                "walsender????????????????replication?????????????",
+            ),
+            "ko (ASCII)": ("superuser ?? replication ??? ?? ?? walsender ????? ??? ? ??",),
+            "pl (ASCII)": (
+                "musisz by? superu?ytkownikiem lub mie? rol? replikacji by uruchomi? walsender",
+            ),
+            "ru (ASCII)": (
+                "dlya zapuska proczessa walsender trebuetsya rol` replikaczii ili prava superpol`zovatelya",
+            ),
+            "sv (ASCII)": (
+                'm?ste vara superuser eller replikeringsroll f?r att starta "walsender"',
+            ),
+            "uk (ASCII)": (
+                "dlya zapusku proczesu walsender potrebuyet`sya rol` replikacziyi abo buti superkoristuvachem",
+            ),
+            "zh_CN (ASCII)": ("????????????????????? walsender",),
         },
     ),
     "permission denied to start WAL sender": (
@@ -976,6 +1548,11 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ("немає дозволу для запуску відправника WAL",),
             "zh_CN": ("权限不足，无法启动 WAL 发送进程",),
             "zh_TW": ("權限不足，無法啟動 WAL 發送行程",),
+            "es (ASCII)": ('se ha denegado el permiso para iniciar "WAL sender"',),
+            "pt_BR (ASCII)": ("permiss?o negada para iniciar o remetente de WAL",),
+            "ru (ASCII)": ("net prav dlya zapuska proczessa, peredayushhego WAL",),
+            "sv (ASCII)": ("r?ttighet saknas f?r att starta WAL-skickare",),
+            "uk (ASCII)": ("nemaye dozvolu dlya zapusku vidpravnika WAL",),
         },
     ),
     "sorry, too many clients already": (
@@ -997,6 +1574,13 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ("вибачте, вже забагато клієнтів",),
             "zh_CN": ("对不起, 已经有太多的客户", "客户端连接过多"),
             "zh_TW": ("抱歉，客戶端過多",),
+            "fr (ASCII)": ("d?sol?, trop de clients sont d?j? connect?s",),
+            "it (ASCII)": ("spiacente, troppi client gi? connessi",),
+            "pl (ASCII)": ("przepraszamy, mamy ju? zbyt wiele klient?w",),
+            "ru (ASCII)": ("izvinite, uzhe slishkom mnogo klientov",),
+            "sv (ASCII)": ("ledsen, f?r m?nga klienter",),
+            "tr (ASCII)": ("?zg?n?m, istemci say?s? ?ok fazla",),
+            "uk (ASCII)": ("vibachte, vzhe zabagato kliyentiv",),
         },
     ),
     'too many connections for role "%s"': (
@@ -1018,6 +1602,16 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('занадто багато підключень для ролі "%s"',),
             "zh_CN": ('由角色"%s"发起的连接太多了', '角色 "%s" 的连接过多'),
             "zh_TW": ('角色 "%s" 的連線太多',),
+            "de (ASCII)": ("zu viele Verbindungen von Rolle >>%s<<",),
+            "es (ASCII)": ("demasiadas conexiones para el rol <<%s>>",),
+            "fr (ASCII)": ("trop de connexions pour le r?le << %s >>",),
+            "id (ASCII)": ("terlalu banyak koneksi untuk role << %s >>",),
+            "pl (ASCII)": ('zbyt wiele po??cze? dla roli "%s"',),
+            "pt_BR (ASCII)": ('muitas conex?es para role "%s"',),
+            "ru (ASCII)": ('slishkom mnogo podklyuchenij dlya roli "%s"',),
+            "sv (ASCII)": ('f?r m?nga uppkopplingar f?r roll "%s"',),
+            "tr (ASCII)": ('"%s" rol ba?lant? say?s? a??lm??t?r',),
+            "uk (ASCII)": ('zanadto bagato pidklyuchen` dlya roli "%s"',),
         },
     ),
     'too many connections for database "%s"': (
@@ -1039,6 +1633,16 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('занадто багато підключень до бази даних "%s"',),
             "zh_CN": ('到数据库 "%s"的连接太多了', '数据库 "%s" 的连接过多'),
             "zh_TW": ('資料庫 "%s" 的連線太多',),
+            "de (ASCII)": ("zu viele Verbindungen f?r Datenbank >>%s<<",),
+            "es (ASCII)": ("demasiadas conexiones para la base de datos <<%s>>",),
+            "fr (ASCII)": ("trop de connexions pour la base de donn?es << %s >>",),
+            "id (ASCII)": ("terlalu banyak koneksi untuk database << %s >>",),
+            "pl (ASCII)": ('zbyt wiele po??cze? do bazy "%s"',),
+            "pt_BR (ASCII)": ('muitas conex?es para banco de dados "%s"',),
+            "ru (ASCII)": ('slishkom mnogo podklyuchenij k BD "%s"',),
+            "sv (ASCII)": ('f?r m?nga uppkopplingar till databasen "%s"',),
+            "tr (ASCII)": ('"%s" veritaban? ba?lant? say?s? a??lm??t?r',),
+            "uk (ASCII)": ('zanadto bagato pidklyuchen` do bazi danix "%s"',),
         },
     ),
     "remaining connection slots are reserved for non-replication superuser connections": (
@@ -1076,6 +1680,31 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
                 "слоти підключень, які залишились, зарезервовані для підключень суперкористувача (не для реплікації)",
             ),
             "zh_CN": ("已保留的连接位置为执行非复制请求的超级用户预留",),
+            "de (ASCII)": (
+                "die verbleibenden Verbindungen sind f?r Superuser auf Nicht-Replikationsverbindungen reserviert",
+            ),
+            "es (ASCII)": (
+                "las conexiones restantes est?n reservadas a superusuarios y no de replicaci?n",
+            ),
+            "fr (ASCII)": (
+                "les emplacements de connexions restants sont r?serv?s pour les connexions",
+            ),
+            "ko (ASCII)": ("?? ?? ??? non-replication ???? ????? ?? ???",),
+            "pl (ASCII)": (
+                "pozosta?e gniazda po??cze? s? zarezerwowane dla niereplikacyjnych po??cze? superu?ytkownik?w",
+            ),
+            "ru (ASCII)": (
+                "ostavshiesya sloty` podklyuchenij zarezervirovany` dlya podklyuchenij superpol`zovatelya (ne dlya replikaczii)",
+            ),
+            "sv (ASCII)": (
+                "resterande anslutningsslottar ?r reserverade f?r superuser-anslutningar utan replikering",
+            ),
+            "tr (ASCII)": (
+                "kalan ba?lant? say?s?, replikasyon d???ndaki superuser ba?lant?lar? i?in ayr?ld?",
+            ),
+            "uk (ASCII)": (
+                "sloti pidklyuchen`, yaki zalishilis`, zarezervovani dlya pidklyuchen` superkoristuvacha (ne dlya replikacziyi)",
+            ),
         },
     ),
     "remaining connection slots are reserved for roles with the %s attribute": (
@@ -1098,6 +1727,24 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ("слоти підключення, що залишилися, зарезервовані для ролей з атрибутом %s",),
             "zh_CN": ("剩余连接槽位保留给具有 %s 属性的角色",),
             "zh_TW": ("剩餘的連線槽位保留給具有 %s 屬性的角色",),
+            "de (ASCII)": (
+                "die verbleibenden Verbindungen sind f?r Rollen mit dem %s-Attribut reserviert",
+            ),
+            "es (ASCII)": (
+                "las conexiones restantes est?n reservadas a roles con el atributo %s",
+            ),
+            "pt_BR (ASCII)": (
+                "os encaixes de conex?o restantes est?o reservados para fun??es de banco de dados (roles) com o atributo %s",
+            ),
+            "ru (ASCII)": (
+                "ostavshiesya sloty` podklyuchenij zarezervirovany` dlya podklyuchenij rolej s atributom %s",
+            ),
+            "sv (ASCII)": (
+                "resterande anslutningsslottar ?r reserverade f?r roller med attributet %s",
+            ),
+            "uk (ASCII)": (
+                "sloti pidklyuchennya, shho zalishilisya, zarezervovani dlya rolej z atributom %s",
+            ),
         },
     ),
     'remaining connection slots are reserved for roles with privileges of the "%s" role': (
@@ -1128,6 +1775,24 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             ),
             "zh_CN": ('剩余连接槽位保留给具有 "%s" 角色权限的角色',),
             "zh_TW": ('剩餘的連線槽位保留給具有 "%s" 角色權限的角色',),
+            "de (ASCII)": (
+                "die verbleibenden Verbindungen sind f?r Rollen mit den Privilegien der Rolle >>%s<< reserviert",
+            ),
+            "es (ASCII)": (
+                "las conexiones restantes est?n reservadas a roles con privilegios del rol <<%s>>",
+            ),
+            "pt_BR (ASCII)": (
+                'os encaixes de conex?o restantes est?o reservados para fun??es de banco de dados (roles) com privil?gios da fun??es de banco de dados "%s"',
+            ),
+            "ru (ASCII)": (
+                'ostavshiesya sloty` podklyuchenij zarezervirovany` dlya podklyuchenij rolej s pravami roli "%s"',
+            ),
+            "sv (ASCII)": (
+                'resterande anslutningsslottar ?r reserverade f?r roller med r?ttigheter fr?n rollen "%s"',
+            ),
+            "uk (ASCII)": (
+                'sloti pidklyuchennya, shho zalishilisya, zarezervovani dlya rolej z privileyami roli "%s"',
+            ),
         },
     ),
     "number of requested standby connections exceeds max_wal_senders (currently %d)": (
@@ -1164,6 +1829,32 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
                 "кількість запитаних підключень резервного серверу перевищує max_wal_senders (поточна %d)",
             ),
             "zh_CN": ("所要求的备用服务器连接数超过了参数max_wal_senders的值(当前设置为%d)",),
+            "de (ASCII)": (
+                "Anzahl angeforderter Standby-Verbindungen ?berschreitet max_wal_senders (aktuell %d)",
+            ),
+            "fr (ASCII)": ("le nombre de connexions demand?es par le serveur en attente d?passe",),
+            "ja (ASCII)": ("????????????? max_wal_senders ???????(??? %d)",),
+            "ko (ASCII)": ("?? ?? ?? ?? max_wal_senders ???(?? %d)? ??????",),
+            "pl (ASCII)": (
+                "liczba ??danych po??cze? gotowo?ci przekracza max_wal_senders (obecnie %d)",
+            ),
+            "pt_BR (ASCII)": (
+                "n?mero de conex?es dos servidores em espera solicitadas excedeu max_wal_senders (atualmente %d)",
+            ),
+            "ru (ASCII)": (
+                'chislo zaproshenny`x podklyuchenij rezervny`x serverov prevy`shaet "max_wal_senders" (sejchas: %d)',
+                "chislo zaproshenny`x podklyuchenij rezervny`x serverov prevosxodit max_wal_senders (sejchas: %d)",
+            ),
+            "sv (ASCII)": (
+                "antalet efterfr?gade standby-anslutningar ?verskrider max_wal_senders (nu %d)",
+            ),
+            "tr (ASCII)": (
+                "talep edilen yedek (standby) ba?lant? say?s? max_wal_senders de?erini (?u anda %d) a?makta",
+            ),
+            "uk (ASCII)": (
+                "kil`kist` zapitanix pidklyuchen` rezervnogo serveru perevishhuye max_wal_senders (potochna %d)",
+            ),
+            "zh_CN (ASCII)": ("?????????????????max_wal_senders??(?????%d)",),
         },
     ),
     'number of requested standby connections exceeds "max_wal_senders" (currently %d)': (
@@ -1188,6 +1879,25 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             ),
             "zh_CN": ('请求的备库连接数超过 "max_wal_senders"（当前为 %d）',),
             "zh_TW": ('請求的待命伺服器連線數超過 "max_wal_senders" (目前為 %d)',),
+            "de (ASCII)": (
+                "Anzahl angeforderter Standby-Verbindungen ?berschreitet >>max_wal_senders<< (aktuell %d)",
+            ),
+            "es (ASCII)": (
+                "la cantidad de conexiones standby pedidas excede <<max_wal_senders>> (actualmente %d)",
+            ),
+            "ja (ASCII)": ('?????????????"max_wal_senders ???????" (??? %d)',),
+            "ko (ASCII)": ('?? ?? ?? ?? "max_wal_senders" ???(?? %d)? ??????',),
+            "ru (ASCII)": (
+                'chislo zaproshenny`x podklyuchenij rezervny`x serverov prevy`shaet "max_wal_senders" (sejchas: %d)',
+            ),
+            "sv (ASCII)": (
+                'antalet efterfr?gade standby-anslutningar ?verskrider "max_wal_senders" (nu %d)',
+            ),
+            "uk (ASCII)": (
+                'kil`kist` zapitanix pidklyuchen` rezervnogo serveru perevishhuye "max_wal_senders" (potochna %d)',
+            ),
+            "zh_CN (ASCII)": ('?????????? "max_wal_senders"(??? %d)',),
+            "zh_TW (ASCII)": ('????????????? "max_wal_senders" (??? %d)',),
         },
     ),
     "the database system is starting up": (
@@ -1209,6 +1919,13 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ("система бази даних запускається",),
             "zh_CN": ("数据库系统启动中", "数据库系统正在启动"),
             "zh_TW": ("資料庫系統正在啟動",),
+            "es (ASCII)": ("el sistema de base de datos est? inici?ndose",),
+            "fr (ASCII)": ("le syst?me de bases de donn?es se lance",),
+            "pl (ASCII)": ("system bazy danych uruchamia si?",),
+            "pt_BR (ASCII)": ("o sistema de banco de dados est? iniciando",),
+            "ru (ASCII)": ("sistema baz danny`x zapuskaetsya",),
+            "tr (ASCII)": ("veritaban? ba?lat?l?yor",),
+            "uk (ASCII)": ("sistema bazi danix zapuskayet`sya",),
         },
     ),
     "the database system is not yet accepting connections": (
@@ -1227,6 +1944,12 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ("система бази даних ще не приймає підключення",),
             "zh_CN": ("数据库系统尚未接受连接",),
             "zh_TW": ("資料庫系統尚未接受連線",),
+            "es (ASCII)": ("el sistema de bases de datos a?n no est? aceptando conexiones",),
+            "fr (ASCII)": ("le syst?me de bases de donn?es n'accepte pas encore de connexions",),
+            "pt_BR (ASCII)": ("o sistema de banco de dados ainda n?o est? aceitando conex?es",),
+            "ru (ASCII)": ("sistema BD eshhyo ne prinimaet podklyucheniya",),
+            "sv (ASCII)": ("databassystemet tar ?nnu inte emot anslutningar",),
+            "uk (ASCII)": ("sistema bazi danix shhe ne prijmaye pidklyuchennya",),
         },
     ),
     "the database system is not accepting connections": (
@@ -1245,6 +1968,11 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ("система бази даних не приймає підключення",),
             "zh_CN": ("数据库系统不接受连接",),
             "zh_TW": ("資料庫系統不接受連線",),
+            "es (ASCII)": ("el sistema de bases de datos no est? aceptando conexiones",),
+            "fr (ASCII)": ("le syst?me de bases de donn?es n'accepte pas de connexions",),
+            "pt_BR (ASCII)": ("o sistema de banco de dados n?o est? aceitando conex?es",),
+            "ru (ASCII)": ("sistema BD ne prinimaet podklyucheniya",),
+            "uk (ASCII)": ("sistema bazi danix ne prijmaye pidklyuchennya",),
         },
     ),
     "the database system is shutting down": (
@@ -1266,6 +1994,14 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ("система бази даних завершує роботу",),
             "zh_CN": ("数据库系统停止中", "数据库系统正在关闭"),
             "zh_TW": ("資料庫系統正在關閉",),
+            "de (ASCII)": ("das Datenbanksystem f?hrt herunter",),
+            "es (ASCII)": ("el sistema de base de datos est? apag?ndose",),
+            "fr (ASCII)": ("le syst?me de base de donn?es s'arr?te",),
+            "pt_BR (ASCII)": ("o sistema de banco de dados est? desligando",),
+            "ru (ASCII)": ("sistema baz danny`x ostanavlivaetsya",),
+            "sv (ASCII)": ("databassystemet st?nger ner",),
+            "tr (ASCII)": ("veritaban? kapat?l?yor",),
+            "uk (ASCII)": ("sistema bazi danix zavershuye robotu",),
         },
     ),
     "the database system is in recovery mode": (
@@ -1287,6 +2023,14 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ("система бази даних у режимі відновлення",),
             "zh_CN": ("数据库系统在恢复模式中",),
             "zh_TW": ("資料庫系統處於復原模式",),
+            "es (ASCII)": ("el sistema de base de datos est? en modo de recuperaci?n",),
+            "fr (ASCII)": ("le syst?me de bases de donn?es est en cours de restauration",),
+            "it (ASCII)": ("il database ? in modalit? di ripristino",),
+            "pt_BR (ASCII)": ("o sistema de banco de dados est? em modo de recupera??o",),
+            "ru (ASCII)": ("sistema baz danny`x v rezhime vosstanovleniya",),
+            "sv (ASCII)": ("databassystemet ?r ?terst?llningsl?ge",),
+            "tr (ASCII)": ("veritaban? kurtarma modundad?r",),
+            "uk (ASCII)": ("sistema bazi danix u rezhimi vidnovlennya",),
         },
     ),
     "terminating connection due to administrator command": (
@@ -1308,6 +2052,14 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ("завершення підключення по команді адміністратора",),
             "zh_CN": ("由于管理员命令中断联接", "由于管理员命令，正在终止连接"),
             "zh_TW": ("因管理員命令，正在中斷連線",),
+            "es (ASCII)": ("terminando la conexi?n debido a una orden del administrador",),
+            "fr (ASCII)": ("arr?t des connexions suite ? la demande de l'administrateur",),
+            "pl (ASCII)": ("zako?czono po??czenie na skutek polecenia administratora",),
+            "pt_BR (ASCII)": ("terminando a conex?o devido a um comando do administrador",),
+            "ru (ASCII)": ("zakry`tie podklyucheniya po komande administratora",),
+            "sv (ASCII)": ("avslutar anslutning p? grund av ett administrat?rskommando",),
+            "tr (ASCII)": ("y?netici talimat? do?rultusunda ba?lant? kesildi",),
+            "uk (ASCII)": ("zavershennya pidklyuchennya po komandi administratora",),
         },
     ),
     "terminating connection due to unexpected postmaster exit": (
@@ -1333,6 +2085,29 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ("завершення підключення через неочікуване закриття головного процесу",),
             "zh_CN": ("由于意外的 postmaster 退出而终止连接",),
             "zh_TW": ("因 postmaster 意外結束而終止連線",),
+            "es (ASCII)": ("terminando la conexi?n debido al t?rmino inesperado de postmaster",),
+            "fr (ASCII)": (
+                "arr?t des connexions suite ? un arr?t inattendu du postmaster",
+                "arr?t des connexions suite ? un arr?t inatendu du postmaster",
+            ),
+            "it (ASCII)": (
+                "la connessione ? stata terminata a causa di un'uscita inattesa di postmaster",
+            ),
+            "ja (ASCII)": ("?????postmaster???????????????????",),
+            "ka (ASCII)": ("????????? ???????? postmaster-?? ?????????? ??????? ????",),
+            "ko (ASCII)": ("postmaster? ??? ?? ??? ??? ?????",),
+            "pl (ASCII)": ("zako?czono po??czenie na skutek nieoczekiwanego wyj?cia postmastera",),
+            "pt_BR (ASCII)": ("encerrando a conex?o devido ? sa?da inesperada do postmaster",),
+            "ru (ASCII)": (
+                "zakry`tie podklyucheniya iz-za neozhidannogo zaversheniya glavnogo proczessa",
+            ),
+            "sv (ASCII)": ("avslutar anslutning p? grund av att postmaster st?ngde ov?ntat ner",),
+            "tr (ASCII)": ("beklenmeyen postmaster ??k??? sonras? ba?lant? kesiliyor",),
+            "uk (ASCII)": (
+                "zavershennya pidklyuchennya cherez neochikuvane zakrittya golovnogo proczesu",
+            ),
+            "zh_CN (ASCII)": ("????? postmaster ???????",),
+            "zh_TW (ASCII)": ("? postmaster ?????????",),
         },
     ),
     "terminating connection due to immediate shutdown command": (
@@ -1357,6 +2132,20 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ("завершення підключення через команду негайного завершення роботи",),
             "zh_CN": ("由于立即关闭命令，正在终止连接",),
             "zh_TW": ("由於立即停止命令，正在終止連線",),
+            "de (ASCII)": (
+                "Verbindung wird abgebrochen aufgrund von Befehl f?r sofortiges Herunterfahren",
+            ),
+            "es (ASCII)": ("terminando la conexi?n debido a una orden de apagado inmediato",),
+            "fr (ASCII)": ("arr?t des connexions suite ? la commande d'arr?t imm?diat",),
+            "ko (ASCII)": ("immediate ?? ???? ??? ????",),
+            "pt_BR (ASCII)": ("encerrando a conex?o devido ao comando de desligamento imediato",),
+            "ru (ASCII)": (
+                "zakry`tie podklyucheniya vsledstvie polucheniya komandy` dlya nemedlennogo otklyucheniya",
+            ),
+            "sv (ASCII)": ("st?nger anslutning p? grund av kommando f?r omedelbar nedst?ngning",),
+            "uk (ASCII)": (
+                "zavershennya pidklyuchennya cherez komandu negajnogo zavershennya roboti",
+            ),
         },
     ),
     "terminating connection because of unexpected SIGQUIT signal": (
@@ -1374,6 +2163,16 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ("завершення підключення через неочікуваний сигнал SIGQUIT",),
             "zh_CN": ("由于收到意外的 SIGQUIT 信号，正在终止连接",),
             "zh_TW": ("由於收到非預期的 SIGQUIT 訊號，正在終止連線",),
+            "es (ASCII)": ("terminando la conexi?n debido a una se?al SIGQUIT inesperada",),
+            "fr (ASCII)": ("arr?t des connexions suite ? un signal SIGQUIT inattendu",),
+            "ja (ASCII)": ("?????SIGQUIT???????????????????",),
+            "ko (ASCII)": ("??? ?? SIGQUIT ??? ??? ????",),
+            "pt_BR (ASCII)": ("terminando a conex?o devido ao sinal SIGQUIT n?o esperado",),
+            "ru (ASCII)": ("zakry`tie podklyucheniya iz-za neozhidannogo signala SIGQUIT",),
+            "sv (ASCII)": ("st?nger anslutning p? grund av ov?ntad SIGQUIT-signal",),
+            "uk (ASCII)": ("zavershennya pidklyuchennya cherez neochikuvanij signal SIGQUIT",),
+            "zh_CN (ASCII)": ("??????? SIGQUIT ??,??????",),
+            "zh_TW (ASCII)": ("???????? SIGQUIT ??,??????",),
         },
     ),
     "terminating connection because of crash of another server process": (
@@ -1403,6 +2202,25 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             ),
             "zh_CN": ("中断联接, 因为其它服务器进程崩溃", "由于其他服务器进程崩溃，正在终止连接"),
             "zh_TW": ("正在結束連線，因為另一個伺服器行程崩潰",),
+            "es (ASCII)": ("terminando la conexi?n debido a una falla en otro proceso servidor",),
+            "fr (ASCII)": (
+                "arr?t de la connexion ? cause de l'arr?t brutal d'un autre processus serveur",
+            ),
+            "it (ASCII)": (
+                "la connessione ? stata terminata a causa del crash di un altro processo del server",
+            ),
+            "pl (ASCII)": ("zako?czenie po??czenia spowodowane awari? innego procesu serwera",),
+            "pt_BR (ASCII)": (
+                "terminando a conex?o devido a queda de um outro processo servidor",
+            ),
+            "ru (ASCII)": ("zakry`tie podklyucheniya iz-za kraxa drugogo servernogo proczessa",),
+            "sv (ASCII)": ("avbryter anslutning p? grund av en krash i en annan serverprocess",),
+            "tr (ASCII)": (
+                "di?er aktif sunucu s?recinin durmas? nedeniyle ba?lant? kapat?lm??t?r",
+            ),
+            "uk (ASCII)": (
+                "zavershennya pidklyuchennya cherez avarijne zavershennya roboti inshogo servernogo proczesu",
+            ),
         },
     ),
     "out of memory": (
@@ -1424,6 +2242,12 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ("недостатньо пам'яті",),
             "zh_CN": ("内存用尽", "内存溢出", "内存不足"),
             "zh_TW": ("記憶體不足",),
+            "fr (ASCII)": ("m?moire ?puis?e", "plus de m?moire"),
+            "pl (ASCII)": ("brak pami?ci",),
+            "pt_BR (ASCII)": ("sem mem?ria",),
+            "ru (ASCII)": ("nexvatka pamyati",),
+            "sv (ASCII)": ("slut p? minne",),
+            "uk (ASCII)": ("nedostatn`o pam'yati",),
         },
     ),
     'invalid value for parameter "%s": "%s"': (
@@ -1445,6 +2269,16 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('неприпустиме значення параметру "%s": "%s"',),
             "zh_CN": ('参数 "%s" 的值无效: "%s"',),
             "zh_TW": ('給參數 "%s" 的值不合法: "%s"',),
+            "de (ASCII)": ("ung?ltiger Wert f?r Parameter >>%s<<: >>%s<<",),
+            "es (ASCII)": ("valor no v?lido para el par?metro <<%s>>: <<%s>>",),
+            "fr (ASCII)": ("valeur invalide pour le param?tre << %s >> : << %s >>",),
+            "id (ASCII)": ("nilai yang tidak valid untuk parameter << %s >> : << %s >>",),
+            "pl (ASCII)": ('nieprawid?owa warto?? dla parametru "%s": "%s"',),
+            "pt_BR (ASCII)": ('valor inv?lido para o par?metro "%s": "%s"',),
+            "ru (ASCII)": ('nevernoe znachenie dlya parametra "%s": "%s"',),
+            "sv (ASCII)": ('ogiltigt v?rde f?r parameter "%s": "%s"',),
+            "tr (ASCII)": ('"%s" se?ene?i i?in ge?ersiz de?er: "%s"',),
+            "uk (ASCII)": ('nepripustime znachennya parametru "%s": "%s"',),
         },
     ),
     'unrecognized configuration parameter "%s"': (
@@ -1466,6 +2300,14 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('нерозпізнаний параметр конфігурації "%s"',),
             "zh_CN": ('未认可的配置参数 "%s"', '无法识别的配置参数 "%s"'),
             "zh_TW": ('無法識別的組態參數 "%s"',),
+            "de (ASCII)": ("unbekannter Konfigurationsparameter >>%s<<",),
+            "es (ASCII)": ("par?metro de configuraci?n <<%s>> no reconocido",),
+            "fr (ASCII)": ("param?tre de configuration << %s >> non reconnu",),
+            "id (ASCII)": ("konfigurasi parameter yang belum diakui << %s >>",),
+            "pt_BR (ASCII)": ('par?metro de configura??o "%s" desconhecido',),
+            "ru (ASCII)": ('neraspoznanny`j parametr konfiguraczii: "%s"',),
+            "sv (ASCII)": ('ok?nd konfigurationsparameter "%s"',),
+            "uk (ASCII)": ('nerozpiznanij parametr konfiguracziyi "%s"',),
         },
     ),
     'permission denied to set parameter "%s"': (
@@ -1487,6 +2329,16 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('немає прав для встановлення параметру "%s"',),
             "zh_CN": ('设置参数 "%s" 权限不允许', '权限不足，无法设置参数 "%s"'),
             "zh_TW": ('權限不足，無法設定參數 "%s"',),
+            "de (ASCII)": ("keine Berechtigung, um Parameter >>%s<< zu setzen",),
+            "es (ASCII)": ("se ha denegado el permiso para cambiar la opci?n <<%s>>",),
+            "fr (ASCII)": ("droit refus? pour initialiser le param?tre << %s >>",),
+            "id (ASCII)": ("Izin ditolak untuk mengatur parameter << %s >>",),
+            "pl (ASCII)": ('odmowa dost?pu do ustawienia parametru "%s"',),
+            "pt_BR (ASCII)": ('permiss?o negada ao definir par?metro "%s"',),
+            "ru (ASCII)": ('net prav dlya izmeneniya parametra "%s"',),
+            "sv (ASCII)": ('r?ttighet saknas f?r att s?tta parameter "%s"',),
+            "tr (ASCII)": ('"%s" parametresi de?i?tirmek i?in eri?im hatas?',),
+            "uk (ASCII)": ('nemaye prav dlya vstanovlennya parametru "%s"',),
         },
     ),
     'parameter "%s" cannot be set after connection start': (
@@ -1513,6 +2365,29 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('параметр "%s" не можна встановити після встановлення підключення',),
             "zh_CN": ('联接启动后, 参数 "%s" 不能设置', '连接启动后不能设置参数 "%s"'),
             "zh_TW": ('參數 "%s" 在連線啟動後不能設定',),
+            "de (ASCII)": (
+                "Parameter >>%s<< kann nach Start der Verbindung nicht ge?ndert werden",
+            ),
+            "es (ASCII)": (
+                "el par?metro <<%s>> no se puede cambiar despu?s de efectuar la conexi?n",
+            ),
+            "fr (ASCII)": (
+                "le param?tre << %s >> ne peut pas ?tre initialis? apr?s le lancement du serveur",
+            ),
+            "id (ASCII)": ("Parameter << %s >> tidak dapat diatur setelah koneksi dimulai",),
+            "it (ASCII)": (
+                'il parametro "%s" non pu? essere impostato dopo l\'avvio della connessione',
+            ),
+            "pl (ASCII)": ('parametr "%s" nie mo?e by? ustawiony po rozpocz?ciu po??czenia',),
+            "pt_BR (ASCII)": (
+                'par?metro "%s" n?o pode ser definido depois que a conex?o foi iniciada',
+            ),
+            "ru (ASCII)": ('parametr "%s" nel`zya zadat` posle ustanovleniya soedineniya',),
+            "sv (ASCII)": ('parameter "%s" kan inte ?ndras efter uppkopplingen startats',),
+            "tr (ASCII)": ('"%s" parametresi ba?lant? ba?lat?ld?ktan sonra de?i?tirilemez',),
+            "uk (ASCII)": (
+                'parametr "%s" ne mozhna vstanoviti pislya vstanovlennya pidklyuchennya',
+            ),
         },
     ),
     'parameter "%s" cannot be changed now': (
@@ -1534,6 +2409,17 @@ SERVER_REJECTIONS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
             "uk": ('параметр "%s" не може бути змінений зараз',),
             "zh_CN": ('参数 "%s" 现在不能改变', '参数 "%s" 现在不能更改'),
             "zh_TW": ('參數 "%s" 現在不能被修改',),
+            "de (ASCII)": ("Parameter >>%s<< kann jetzt nicht ge?ndert werden",),
+            "es (ASCII)": ("el par?metro <<%s>> no se puede cambiar en este momento",),
+            "fr (ASCII)": ("le param?tre << %s >> ne peut pas ?tre modifi? maintenant",),
+            "id (ASCII)": ("parameter << %s >> tidak dapat diganti sekarang",),
+            "it (ASCII)": ('il parametro "%s" non pu? essere cambiato ora',),
+            "pl (ASCII)": ('parametr "%s" nie mo?e by? teraz zmieniony',),
+            "pt_BR (ASCII)": ('par?metro "%s" n?o pode ser mudado agora',),
+            "ru (ASCII)": ('parametr "%s" nel`zya izmenit` sejchas',),
+            "sv (ASCII)": ('parameter "%s" kan inte ?ndras nu',),
+            "tr (ASCII)": ('"%s" parametresi ?u anda de?i?tirilemez',),
+            "uk (ASCII)": ('parametr "%s" ne mozhe buti zminenij zaraz',),
         },
     ),
 }
