@@ -2,10 +2,13 @@
 
 The first half reads texts as libpq prints them; the second provokes the real refusals on
 Debian's PostgreSQL 15 speaking German and Russian (and Russian with LC_CTYPE=C, which makes
-glibc transliterate to ASCII), with the driver of this test pass. Those servers need
-postgresql-15 (/usr/lib/postgresql/15/bin, its translations) and localedef (libc-bin, with
-/usr/share/i18n): ``.ci/run`` installs them; elsewhere they are skipped with the reason,
-unless DPR_REQUIRE_ROOT_TESTS=1 (CI) makes that a failure.
+glibc transliterate to ASCII), with the driver of this test pass: wrong password, unknown
+role and database, pg_hba.conf, CONNECT revoked, connections not allowed, connection limits,
+full slots, a smart shutdown, and standbys starting up, not yet consistent and without hot
+standby. Those servers need postgresql-15 (/usr/lib/postgresql/15/bin, its translations, and
+the locales package it depends on, whose sources localedef compiles): ``.ci/run`` installs
+it; elsewhere they are skipped with the reason, unless DPR_REQUIRE_ROOT_TESTS=1 (CI) makes
+that a failure.
 """
 
 # ruff: noqa: RUF001 (texts in the languages of PostgreSQL's translations)
@@ -413,7 +416,7 @@ def test_real_client_failures_of_this_suites_postgresql(server):
 
 
 BINDIR = Path(os.environ.get("DPR_PG15_BINDIR", "/usr/lib/postgresql/15/bin"))
-PACKAGES = "postgresql-15 locales (localedef and /usr/share/i18n)"
+PACKAGES = "postgresql-15 and locales (apt-get install -y)"
 PASSWORD = "s3cret-pw"
 #: name: (locale, the postmaster's LC_CTYPE, the severity words its refusals may start with).
 #: Under LC_CTYPE=C, texts sent before the database is chosen come transliterated (VAZHNO).
@@ -507,23 +510,68 @@ class Localized:
         assert any(f"{word}:  " in message for word in self.severities), message
         return message
 
-    def standby(self, *, wal: bool, hot_standby: bool) -> PostgresServer:
-        """Start a standby of this server; without WAL it never gets past its first record."""
+    def standby(self, *, wal: str, hot_standby: bool) -> PostgresServer:
+        """Start a standby of this server with all, part or none of the WAL its backup needs.
+
+        Without WAL it never reads its first record (starting up); with the WAL up to the
+        backup's end it becomes consistent; with the first segment only, it replays that and
+        waits for the end of the backup, never consistent.
+        """
         standby = PostgresServer(bindir=BINDIR, settings=self.settings, env=self.env)
-        command = [
-            str(BINDIR / "pg_basebackup"),
-            *("-h", str(self.server.socket_dir), "-p", str(self.server.port)),
-            *("-U", "postgres", "-D", str(standby.data_dir), "-c", "fast"),
-            *("-X", "stream" if wal else "none"),
-        ]
-        result = standby._run_as_service(command, timeout=60)
-        assert result.returncode == 0, result.stderr
+        if wal == "part":
+            self._backup_without_its_end(standby.data_dir)
+        else:
+            command = [
+                str(BINDIR / "pg_basebackup"),
+                *("-h", str(self.server.socket_dir), "-p", str(self.server.port)),
+                *("-U", "postgres", "-D", str(standby.data_dir), "-c", "fast"),
+                *("-X", "stream" if wal == "all" else "none"),
+            ]
+            result = standby._run_as_service(command, timeout=60)
+            assert result.returncode == 0, result.stderr
         (standby.data_dir / "standby.signal").touch()
         with (standby.data_dir / "postgresql.auto.conf").open("a") as conf:
             conf.write(f"hot_standby = {'on' if hot_standby else 'off'}\n")
         # pg_ctl's wait would last until its timeout: a standby stuck in startup is never ready.
         standby._pg_ctl("start", "-W", "-l", str(standby.logfile), "-o", f"-p {standby.port}")
         return standby
+
+    def _backup_without_its_end(self, target: Path) -> None:
+        """Copy the cluster during a backup whose end record lands in a WAL segment left out."""
+        source = self.server.data_dir
+        session = connect(
+            "",
+            host=str(self.server.socket_dir),
+            port=str(self.server.port),
+            user="postgres",
+            dbname="postgres",
+        )
+        try:
+            with session.cursor() as cursor:
+                cursor.execute("SELECT pg_walfile_name(pg_backup_start('partial', true))")
+                (segment,) = cursor.fetchone()
+                shutil.copytree(
+                    source,
+                    target,
+                    ignore=lambda directory, names: [
+                        name
+                        for name in names
+                        if name in ("postmaster.pid", "postmaster.opts")
+                        or (directory == str(source / "pg_wal") and name != "archive_status")
+                    ],
+                )
+                cursor.execute("SELECT pg_switch_wal()")  # the end goes to the next segment
+                cursor.execute("SELECT labelfile FROM pg_backup_stop(false)")
+                (label,) = cursor.fetchone()
+        finally:
+            session.close()
+        (target / "backup_label").write_text(label)
+        shutil.copy2(source / "pg_wal" / segment, target / "pg_wal" / segment)
+        owner = source.stat()
+        for directory, _, names in os.walk(target):
+            os.chown(directory, owner.st_uid, owner.st_gid)
+            for name in names:
+                os.chown(os.path.join(directory, name), owner.st_uid, owner.st_gid)
 
     def close(self) -> None:
         self.server.close()
@@ -624,15 +672,22 @@ def test_real_refusal_during_a_smart_shutdown(localized):
     assert rejection_sqlstate(message) == "57P03", message
 
 
-def _first_refusal(server: PostgresServer, **params: str) -> str:
-    """Connect until the server refuses (it takes a moment to act on a signal or to start)."""
+def _first_refusal(server: PostgresServer, saying: list[str] | None = None, **params: str) -> str:
+    """Connect until the server refuses (it takes a moment to act on a signal or to start).
+
+    With ``saying``, wait for a refusal that holds one of these texts: a standby says
+    "starting up" for a moment before it says what it will keep saying.
+    """
     deadline = time.monotonic() + 10
     while True:
         try:
             connection = connect("", **_connect_params(server, **params))
         except OperationalError as error:
             message = str(error)
-            if is_server_rejection(message) or time.monotonic() > deadline:
+            if time.monotonic() > deadline or (
+                is_server_rejection(message)
+                and (saying is None or any(f":  {text}" in message for text in saying))
+            ):
                 return message
         else:
             connection.close()
@@ -641,19 +696,22 @@ def _first_refusal(server: PostgresServer, **params: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("wal", "hot_standby", "english"),
+    ("wal", "hot_standby", "state"),
     [
-        (False, True, "starting up"),  # no WAL: stuck before its first record
-        (True, False, "not accepting connections"),  # consistent, but hot_standby is off
+        ("none", True, "the database system is starting up"),  # before its first record
+        ("part", True, "the database system is not yet accepting connections"),  # replaying
+        ("all", False, "the database system is not accepting connections"),  # no hot standby
     ],
 )
-def test_real_refusal_of_a_standby(localized, wal, hot_standby, english):
+def test_real_refusal_of_a_standby(localized, wal, hot_standby, state):
+    _, translations = SERVER_REJECTIONS[state]
+    texts = [text for texts in translations.values() for text in texts]
     standby = localized.standby(wal=wal, hot_standby=hot_standby)
     try:
-        message = _first_refusal(standby)
+        message = _first_refusal(standby, saying=texts)
     finally:
         standby.close()
 
-    assert english not in message
+    assert any(f":  {text}" in message for text in texts), f"not {state!r}: {message}"
     assert any(f"{word}:  " in message for word in localized.severities), message
     assert rejection_sqlstate(message) == "57P03", message
