@@ -19,7 +19,12 @@ from . import drivers, events, signals
 from .backoff import Backoff, BreakerOpen, Deadline
 from .exceptions import DatabaseUnavailable
 from .policy import connect_failure_is_transient, is_connection_lost
-from .rejections import host_lookup_failure, rejection_sqlstate, server_rejected
+from .rejections import (
+    encryption_failure,
+    host_lookup_failure,
+    is_server_rejection,
+    rejection_sqlstate,
+)
 
 if TYPE_CHECKING:
     from .mixin import ReconnectMixin
@@ -148,9 +153,16 @@ def _is_transient(db: ReconnectMixin, error: BaseException) -> bool:
     lookup = host_lookup_failure(hosts[0]) if len(hosts) == 1 else None
     return connect_failure_is_transient(
         rejection=rejection_sqlstate(message),
-        server_answered=server_rejected(message),
+        server_answered=is_server_rejection(message),
         host_lookup=lookup,
+        client_refusal=encryption_failure(message) is not None
+        or _PASSWORD_MISSING in message,
     )
+
+
+# libpq's own words (the drivers' bundled libpq is built without translations): the settings
+# give no password where the server asks for one, which no retry can change.
+_PASSWORD_MISSING = "no password supplied"
 
 
 def pool_with_deadline(pool: Any, deadline: Deadline | None) -> Any:

@@ -65,25 +65,33 @@ def refused_by_read_only_node(sqlstate: str | None, multi_host: bool) -> bool:
 
 # SQLSTATEs of a server's rejection that end by themselves: the server is starting, stopping
 # or in recovery (57P03), out of connection slots (53300), out of memory (53200), or the new
-# backend was terminated while starting (57P01). Every other rejection is permanent: a wrong
+# backend was terminated or crashed while starting (57P01, 57P02). Every other rejection is permanent: a wrong
 # password (28P01), no pg_hba entry (28000), an unknown database (3D000), no CONNECT
 # privilege (42501), a database not accepting connections (55000)...
-TRANSIENT_REJECTIONS = frozenset({"57P03", "53300", "53200", "57P01"})
+TRANSIENT_REJECTIONS = frozenset({"57P01", "57P02", "57P03", "53300", "53200"})
 
 
 def connect_failure_is_transient(
-    *, rejection: str | None, server_answered: bool, host_lookup: str | None
+    *,
+    rejection: str | None,
+    server_answered: bool,
+    host_lookup: str | None,
+    client_refusal: bool = False,
 ) -> bool:
     """Rule 10: tell whether a failed connection attempt is worth another attempt.
 
     ``rejection`` is the SQLSTATE of the server's rejection when it sent one (read from the
     message in any language, ``rejections.py``), ``server_answered`` tells that it sent a
-    rejection at all, and ``host_lookup`` is ``"permanent"`` or ``"transient"`` when the host
-    name could not be resolved. Network failures (refused, reset, timeout, EOF during startup)
-    are transient: the server may be restarting or failing over. A rejection is transient only
-    for the few conditions that end by themselves; one that cannot be read is permanent,
-    because retrying would only delay the one clear error the user needs.
+    rejection at all, ``host_lookup`` is ``"permanent"`` or ``"transient"`` when the host name
+    could not be resolved, and ``client_refusal`` tells that libpq itself refused (TLS
+    required but not offered, a certificate that does not verify, no password to give).
+    Network failures (refused, reset, timeout, EOF during startup) are transient: the server
+    may be restarting or failing over. A rejection is transient only for the few conditions
+    that end by themselves; one that cannot be read is permanent, because retrying would only
+    delay the one clear error the user needs.
     """
+    if client_refusal:
+        return False
     if host_lookup is not None:
         return host_lookup == "transient"
     if rejection is not None:

@@ -71,6 +71,7 @@ class PostgresServer(LabTool):
         password: str | None = None,
         auth: Literal["trust", "password"] = "trust",
         settings: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
         netns: str | None = None,
     ) -> None:
         if auth not in ("trust", "password"):
@@ -84,6 +85,9 @@ class PostgresServer(LabTool):
         self.password = password if password or auth == "trust" else secrets.token_urlsafe(16)
         self.netns = netns
         self.settings = dict(settings or {})
+        #: Extra environment of the server's own processes (initdb, pg_ctl, postgres), for
+        #: example ``LOCPATH`` and ``LC_CTYPE`` for a server that speaks another language.
+        self.env = dict(env or {})
         # postgres refuses to run as root: as root, a service account runs it.
         self._account = _privileges.daemon_account()
         self.bindir = _privileges.reachable_bindir(find_bindir(bindir), self._account)
@@ -442,7 +446,7 @@ class PostgresServer(LabTool):
                 argv,
                 capture_output=True,
                 text=True,
-                env=program_env(),
+                env=program_env() | self.env,
                 cwd=self._base,
                 timeout=timeout,
                 check=False,
