@@ -139,8 +139,12 @@ class _Reconnecting:
     else:
 
         def copy_expert(self, sql: str, file: Any, *args: Any) -> Any:
-            parent = getattr(super(), "copy_expert", None) or self.cursor.copy_expert
-            return self._stream(lambda: parent(sql, file, *args), sql, writes=_copies_in(sql))
+            parent = getattr(super(), "copy_expert", None)  # Django's debug wrapper logs it
+
+            def run() -> Any:  # the driver cursor is looked up late: rule 1 may replace it
+                return (parent or self.cursor.copy_expert)(sql, file, *args)
+
+            return self._stream(run, sql, writes=_copies_in(sql))
 
         def copy_from(self, file: Any, table: str, *args: Any, **kwargs: Any) -> Any:
             return self._stream(
@@ -150,12 +154,12 @@ class _Reconnecting:
             )
 
         def copy_to(self, file: Any, table: str, *args: Any, **kwargs: Any) -> Any:
-            parent = getattr(super(), "copy_to", None) or self.cursor.copy_to
-            return self._stream(
-                lambda: parent(file, table, *args, **kwargs),
-                f"COPY {table} TO STDOUT",
-                writes=False,
-            )
+            parent = getattr(super(), "copy_to", None)
+
+            def run() -> Any:
+                return (parent or self.cursor.copy_to)(file, table, *args, **kwargs)
+
+            return self._stream(run, f"COPY {table} TO STDOUT", writes=False)
 
     def _stream(self, run: Any, text: str, *, writes: bool) -> Any:
         db = self.db

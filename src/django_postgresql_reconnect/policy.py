@@ -65,9 +65,9 @@ def refused_by_read_only_node(sqlstate: str | None, multi_host: bool) -> bool:
 
 # SQLSTATEs of a server's rejection that end by themselves: the server is starting, stopping
 # or in recovery (57P03), out of connection slots (53300), out of memory (53200), or the new
-# backend was terminated or crashed while starting (57P01, 57P02). Every other rejection is permanent: a wrong
-# password (28P01), no pg_hba entry (28000), an unknown database (3D000), no CONNECT
-# privilege (42501), a database not accepting connections (55000)...
+# backend was terminated or crashed while starting (57P01, 57P02). Every other rejection is
+# permanent: a wrong password (28P01), no pg_hba entry (28000), an unknown database (3D000),
+# no CONNECT privilege (42501), a database not accepting connections (55000)...
 TRANSIENT_REJECTIONS = frozenset({"57P01", "57P02", "57P03", "53300", "53200"})
 
 

@@ -29,6 +29,8 @@ DECLINED = ord("N")
 #: The server message that ends every reply: the session is ready for the next command.
 READY_FOR_QUERY = ord("Z")
 
+#: CopyInResponse and CopyBothResponse: the server waits for data instead of a command.
+_COPY_IN_RESPONSES = frozenset(b"GW")
 #: Frontend messages that the server answers, eventually, with one ReadyForQuery.
 _READY_FOR_QUERY_CAUSES = frozenset(b"QSF")
 #: Of those, the ones a client sends to end a round trip (FunctionCall is one on its own).
@@ -54,6 +56,9 @@ class ServerChunk:
 
     data: bytes
     is_ready_for_query: bool = False
+    #: A CopyInResponse (or CopyBothResponse): the server now waits for the client's data,
+    #: so this ends its reply to the COPY statement as a ReadyForQuery would.
+    awaits_copy_data: bool = False
 
 
 class Conversation:
@@ -144,7 +149,13 @@ class Conversation:
                 return chunks
             message = bytes(buffer[: 1 + length])
             del buffer[: 1 + length]
-            chunks.append(ServerChunk(message, is_ready_for_query=message[0] == READY_FOR_QUERY))
+            chunks.append(
+                ServerChunk(
+                    message,
+                    is_ready_for_query=message[0] == READY_FOR_QUERY,
+                    awaits_copy_data=message[0] in _COPY_IN_RESPONSES,
+                )
+            )
 
     def discard_unparsed(self) -> None:
         """Forget server bytes not yet returned (the rest of a reply being dropped)."""

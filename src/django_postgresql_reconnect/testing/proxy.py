@@ -126,8 +126,11 @@ class _Session:
             if self.swallow is not None and self.ready_seen >= self.swallow_ready - (
                 0 if chunk.is_ready_for_query else 1
             ):
-                # Inside the reply to drop: from after the previous ReadyForQuery through its own.
-                if chunk.is_ready_for_query and self.ready_seen == self.swallow_ready:
+                # Inside the reply to drop: from after the previous ReadyForQuery through its own
+                # (or through a CopyInResponse: the server then waits for the client's data).
+                if (
+                    chunk.is_ready_for_query and self.ready_seen == self.swallow_ready
+                ) or chunk.awaits_copy_data:
                     self.conversation.discard_unparsed()
                     return bytes(forward), True
                 continue
@@ -316,7 +319,8 @@ class FaultProxy(LabTool):
 
         The pattern is searched in the SQL of each Query and Execute (the statement its
         Parse carried). The server runs the statement, and in autocommit commits it; the
-        proxy drops everything it answers through ReadyForQuery, then resets the client
+        proxy drops everything it answers through ReadyForQuery (through CopyInResponse for
+        a COPY ... FROM STDIN, whose server then waits for data), then resets the client
         (``then="reset"``) or leaves it open and silent (``then="blackhole"``). The event
         is set once the reply was dropped.
         """
