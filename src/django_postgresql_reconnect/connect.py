@@ -155,8 +155,7 @@ def _is_transient(db: ReconnectMixin, error: BaseException) -> bool:
         rejection=rejection_sqlstate(message),
         server_answered=is_server_rejection(message),
         host_lookup=lookup,
-        client_refusal=encryption_failure(message) is not None
-        or _PASSWORD_MISSING in message,
+        client_refusal=encryption_failure(message) is not None or _PASSWORD_MISSING in message,
     )
 
 
