@@ -153,20 +153,17 @@ def fetch(db: ReconnectMixin, wrapper: Any, fetch_rows: Callable[[], Any], name:
         if db.in_atomic_block:
             raise TransactionLost(alias=db.alias, reason=" (its server-side cursor with it)")
         raise StatementInterrupted(alias=db.alias)
+    if link.peer_gone():
+        # Its connection died since the last fetch: the cursor died with it (rule 11).
+        in_transaction = not db.autocommit
+        loss = Loss(Statement.STREAM, True, in_transaction, in_transaction, finishing=False)
+        _handle(db, wrapper, None, loss, new_call(db), request=request)
     try:
-        if link.peer_gone():
-            raise _dead_before_fetch(db)
         with db.wrap_database_errors:
             return fetch_rows()
     except DatabaseError as error:
         after_error(db, wrapper, error, True, request)
         raise AssertionError("a stream is never run again") from error
-
-
-def _dead_before_fetch(db: ReconnectMixin) -> DatabaseError:
-    error = DatabaseError("the connection was found closed before a fetch")
-    error.__cause__ = None
-    return error
 
 
 def stream_failed(
