@@ -246,14 +246,13 @@ def test_executemany_over_a_generator_reset_mid_batch_in_a_fresh_transaction_los
     proxy.swallow_reply("row-07")
     rows = ((f"row-{i:02d}",) for i in range(20))
 
-    with transaction.atomic():
-        with connections["default"].cursor() as cursor:
-            cursor.executemany("INSERT INTO app_item (name, value) VALUES (%s, 0)", rows)
+    with transaction.atomic(), connections["default"].cursor() as cursor:
+        cursor.executemany("INSERT INTO app_item (name, value) VALUES (%s, 0)", rows)
 
     assert item_names(server) == [f"row-{i:02d}" for i in range(20)]
 
 
-# --- no_retry() holds in transactions and in async code -------------------------------------------
+# --- no_retry() holds in transactions and in async code ---------------------------------------
 
 
 def test_no_retry_is_honoured_for_the_first_statement_of_a_transaction(proxy, server):

@@ -93,12 +93,15 @@ def test_copy_out_after_a_reset_runs_on_a_new_connection(proxy, server, losses):
 @pytest.mark.skipif(not PG3, reason="psycopg 3's COPY streams through the caller's block")
 def test_copy_in_cut_while_its_data_streams_is_interrupted_and_writes_nothing(server, losses):
     pid = backend_pid()
-    with pytest.raises(StatementInterrupted), connections["default"].cursor() as cursor:
-        with cursor.copy("COPY app_item (name, value) FROM STDIN") as copy:
-            copy.write_row(("first", 0))
-            server.terminate_backends(pid=pid)
-            for i in range(300_000):  # megabytes: the driver sends while the block runs
-                copy.write_row((f"more-{i}", 0))
+    with (
+        pytest.raises(StatementInterrupted),
+        connections["default"].cursor() as cursor,
+        cursor.copy("COPY app_item (name, value) FROM STDIN") as copy,
+    ):
+        copy.write_row(("first", 0))
+        server.terminate_backends(pid=pid)
+        for i in range(300_000):  # megabytes: the driver sends while the block runs
+            copy.write_row((f"more-{i}", 0))
 
     assert item_names(server) == []
     assert losses == ["default"]
