@@ -22,6 +22,8 @@ from django.conf import settings  # noqa: E402
 
 from django_postgresql_reconnect.testing import FaultProxy, PostgresServer  # noqa: E402
 
+pytest_plugins = ["django_postgresql_reconnect.testing.pytest_plugin"]
+
 ENGINE = "django_postgresql_reconnect.backend"
 STOCK = "django.db.backends.postgresql"
 PASSWORD = "s3cret-pw"

@@ -46,8 +46,8 @@ def _sent(proxy) -> list[str]:
 
 
 def test_the_1_2_0_names_are_the_guards():
-    assert django_postgresql_reconnect.middleware is ReconnectMiddleware
-    assert django_postgresql_reconnect.decorator is reconnect
+    assert isinstance(django_postgresql_reconnect.middleware(lambda r: r), ReconnectMiddleware)
+    assert isinstance(django_postgresql_reconnect.decorator(), reconnect)
 
 
 # --- check_pgsql_connections() -------------------------------------------------------------------

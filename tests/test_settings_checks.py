@@ -142,3 +142,75 @@ def test_a_custom_backend_built_on_the_mixin_is_checked_not_warned_about():
         messages = check_reconnect_settings()
 
     assert [m.id for m in messages] == ["django_postgresql_reconnect.E003"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "extra", "check_id"),
+    [
+        ({"OPTIONS": {"keepalives": 0}}, {}, "django_postgresql_reconnect.W002"),
+        ({"RECONNECT": {"TCP_DEFAULTS": False}}, {}, "django_postgresql_reconnect.W003"),
+        ({"OPTIONS": {"connect_timeout": 0}}, {}, "django_postgresql_reconnect.W003"),
+        (
+            {"CONN_MAX_AGE": 0},
+            {"MIDDLEWARE": ["django_postgresql_reconnect.middleware"]},
+            "django_postgresql_reconnect.W004",
+        ),
+        ({"RECONNECT": {"DEADLINE": 120.0}}, {}, "django_postgresql_reconnect.W005"),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+def test_check_deploy_warns_about_settings_that_defeat_reconnection(entry, extra, check_id):
+    from django_postgresql_reconnect.checks import check_deploy
+
+    databases = {"default": {"ENGINE": ENGINE, "NAME": "x", "CONN_MAX_AGE": None, **entry}}
+    with override_settings(DATABASES=databases, **extra):
+        messages = check_deploy()
+
+    assert check_id in [m.id for m in messages]
+    assert all(m.hint for m in messages)
+
+
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+def test_check_deploy_is_quiet_for_the_recommended_settings():
+    from django_postgresql_reconnect.checks import check_deploy
+
+    databases = {"default": {"ENGINE": ENGINE, "NAME": "x", "CONN_MAX_AGE": None}}
+    with override_settings(
+        DATABASES=databases, MIDDLEWARE=["django_postgresql_reconnect.middleware"]
+    ):
+        assert check_deploy() == []
+
+
+def test_manage_py_check_deploy_runs_the_warnings_with_the_app(tmp_path):
+    slow = {"default": {"ENGINE": ENGINE, "NAME": "x", "RECONNECT": {"DEADLINE": 120.0}}}
+    _status, output = manage_py_check(
+        tmp_path, slow, "--deploy", apps=("django_postgresql_reconnect",)
+    )
+    assert "django_postgresql_reconnect.W005" in output, output
+
+
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+def test_transaction_pooling_warns_about_server_side_cursors():
+    pooled = {"ENGINE": ENGINE, "NAME": "x", "RECONNECT": {"TRANSACTION_POOLING": True}}
+    with override_settings(DATABASES={"default": pooled}):
+        ids = [m.id for m in check_reconnect_settings()]
+    assert "django_postgresql_reconnect.W006" in ids
+    pooled["DISABLE_SERVER_SIDE_CURSORS"] = True
+    with override_settings(DATABASES={"default": pooled}):
+        assert check_reconnect_settings() == []
+
+
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+def test_transaction_pooling_warns_about_psycopg3_prepared_statements():
+    from django_postgresql_reconnect import drivers
+
+    pooled = {
+        "ENGINE": ENGINE,
+        "NAME": "x",
+        "DISABLE_SERVER_SIDE_CURSORS": True,
+        "OPTIONS": {"prepare_threshold": 5},
+        "RECONNECT": {"TRANSACTION_POOLING": True},
+    }
+    with override_settings(DATABASES={"default": pooled}):
+        ids = [m.id for m in check_reconnect_settings()]
+    assert ids == (["django_postgresql_reconnect.W007"] if drivers.IS_PSYCOPG3 else [])

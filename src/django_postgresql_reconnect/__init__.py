@@ -30,8 +30,10 @@ _PUBLIC = {
     "retrying_atomic": "transactions",
 }
 # The 1.2.0 names: MIDDLEWARE = ["django_postgresql_reconnect.middleware"] and
-# @django_postgresql_reconnect.decorator.
-_ALIASES = {"middleware": "ReconnectMiddleware", "decorator": "reconnect"}
+# @django_postgresql_reconnect.decorator name modules that are callable as the middleware
+# factory and the decorator (see middleware.py, decorator.py), so that 1.2.0's imports from
+# them keep working too.
+_MODULES = ("middleware", "decorator", "helpers")
 
 __all__ = [
     "CommitOutcomeUnknown",
@@ -53,6 +55,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from . import decorator, middleware
     from .exceptions import (
         CommitOutcomeUnknown,
         DatabaseUnavailable,
@@ -65,15 +68,13 @@ if TYPE_CHECKING:
     from .guards import ReconnectMiddleware, check_pgsql_connections, reconnect
     from .transactions import aretry_atomic, no_retry, retry_atomic, retrying_atomic
 
-    middleware = ReconnectMiddleware
-    decorator = reconnect
-
 
 def __getattr__(name: str) -> Any:
-    target = _ALIASES.get(name, name)
-    module = _PUBLIC.get(target)
+    if name in _MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), target)
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value

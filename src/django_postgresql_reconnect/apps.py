@@ -1,4 +1,5 @@
-"""Optional ``INSTALLED_APPS`` entry: lets a plain ``manage.py check`` validate ``RECONNECT``."""
+"""Optional ``INSTALLED_APPS`` entry: ``manage.py check`` validates ``RECONNECT``, and
+``check --deploy`` warns about settings that defeat reconnection."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ class ReconnectConfig(AppConfig):
     def ready(self) -> None:
         from django.core import checks
 
-        from .checks import check_reconnect_settings
+        from .checks import check_deploy, check_reconnect_settings
 
         checks.register(check_reconnect_settings)
+        checks.register(check_deploy, deploy=True)

@@ -6,7 +6,6 @@ psycopg2. Both wrap libpq, so each answer below is the same libpq fact read two 
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import sys
@@ -31,12 +30,12 @@ __all__ = [
     "TRANSACTION_IN_ERROR",
     "TRANSACTION_UNKNOWN",
     "backend_pid",
-    "close_without_goodbye",
     "connection_is_broken",
     "execute",
     "ping",
     "render",
     "server_key",
+    "silence_inherited",
     "socket_fd",
     "sqlstate",
     "transaction_status",
@@ -142,22 +141,24 @@ def execute(connection: Any, sql: str, params: Sequence[Any] | None = None) -> l
         cursor.close()
 
 
-def close_without_goodbye(connection: Any) -> None:
-    """Close a connection inherited across fork() without a byte on the parent's socket.
+def silence_inherited(connection: Any) -> None:
+    """Make a connection inherited across fork() unable to send a byte on the parent's socket.
 
-    libpq says goodbye (a Terminate message, or a TLS close) when it closes. The parent still
-    talks to the server over that socket, so in the child the descriptor is first pointed at
-    /dev/null: the goodbye goes nowhere and the parent's session is untouched.
+    libpq says goodbye (a Terminate message, or a TLS close) when a connection is closed, and
+    the child would otherwise send it on the socket the parent still talks to the server
+    over. The child's descriptor is pointed at /dev/null instead: whatever the child's copy
+    of the connection writes, when it is closed or collected, goes nowhere. Only a system
+    call, so that it is safe in an at-fork hook (a lock the parent's other threads held stays
+    held in the child: closing the connection there could wait forever).
     """
     fd = socket_fd(connection)
-    if fd >= 0 and sys.platform != "win32":
-        null = os.open(os.devnull, os.O_RDWR)
-        try:
-            os.dup2(null, fd)
-        finally:
-            os.close(null)
-    with contextlib.suppress(Exception):
-        connection.close()
+    if fd < 0 or sys.platform == "win32":
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
 
 
 # --- The round-trip check ---------------------------------------------------------------------

@@ -45,6 +45,8 @@ class ReconnectMixin(_Base):
 
     reconnect_options: ReconnectOptions | None
     validation_class = ReconnectValidation
+    carries_reconnect_engine = True
+    """Tells the system checks that a custom ENGINE is built on this mixin."""
 
     def __init__(self, settings_dict: dict[str, Any], *args: Any, **kwargs: Any) -> None:
         super().__init__(settings_dict, *args, **kwargs)
@@ -209,6 +211,7 @@ class ReconnectMixin(_Base):
                 raise
             # The driver knows the connection is dead and nothing was sent yet (rule 1).
             recovery.found_dead(self)
+            self.ensure_connection()
             return super().create_cursor(name)
 
     def _driver_cursor(self, name: str | None) -> Any:
@@ -429,6 +432,30 @@ class ReconnectMixin(_Base):
             yield
         finally:
             recovery.no_retry_aliases.reset(token)
+
+    # --- 1.2.0's methods, kept ------------------------------------------------------------------
+
+    def reconnect_enabled(self) -> bool:
+        """1.2.0: whether RECONNECT is on for this alias."""
+        return self.reconnect_options is not None
+
+    def should_reconnect(self) -> bool:
+        """1.2.0: whether a replacement is allowed now (a connection, and no transaction)."""
+        return (
+            self.reconnect_enabled()
+            and self.connection is not None
+            and drivers.transaction_status(self.connection) == drivers.TRANSACTION_IDLE
+        )
+
+    def reconnect(self) -> None:
+        """1.2.0: replace the connection now, without asking whether it is dead.
+
+        Outside a transaction only (as ``should_reconnect()`` says); the session's settings
+        are not carried over, as with any close() of your own.
+        """
+        self.validate_no_atomic_block()
+        self.close()
+        self.connect()
 
     def ensure_usable(self) -> None:
         """Replace the connection now if it is dead, outside any transaction (1.2.0's check)."""

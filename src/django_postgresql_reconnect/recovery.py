@@ -304,6 +304,19 @@ def _handle(
     error: BaseException | None = None,
 ) -> None:
     """Carry out what ``loss`` allows; return only when the statement may run (again)."""
+    if not loss.sent and call.deadline.passed():
+        # Rule 10: DEADLINE bounds the call, however many dead connections it was handed.
+        note_loss(db, cause, sent=False)
+        if loss.in_transaction:
+            abandon_transaction(db, cause)
+        else:
+            db._discard_connection()
+        raise DatabaseUnavailable.connections_keep_dying(
+            alias=db.alias,
+            losses=call.reruns + 1,
+            seconds=_elapsed(db._reconnect),
+            reason="every new connection was dead before use",
+        )
     lost_state = _lost_state(db, request)
     if lost_state:
         loss = dataclasses.replace(loss, session_state=lost_state)

@@ -14,6 +14,7 @@ parent's (not even the goodbye when it closes it), at no cost per statement.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import weakref
@@ -174,7 +175,25 @@ def _after_fork_in_child() -> None:
     for link in list(_every_link):
         link.inherited = True
         link.retire()
-        drivers.close_without_goodbye(link.connection)
+        drivers.silence_inherited(link.connection)
+    _silence_inherited_pools()
+
+
+def _silence_inherited_pools() -> None:
+    """Django's connection pools (5.1+) inherited by the child: their idle connections are
+    the parent's too. Silence them and let the child build its own pools."""
+    base = sys.modules.get("django.db.backends.postgresql.base")
+    pools = getattr(getattr(base, "DatabaseWrapper", None), "_connection_pools", None)
+    if not pools:
+        return
+    for pool in list(pools.values()):
+        for connection in list(getattr(pool, "_pool", ())):
+            drivers.silence_inherited(connection)
+        _orphaned_pools.append(pool)  # never collected: collecting would touch its threads
+    pools.clear()
+
+
+_orphaned_pools: list[Any] = []
 
 
 if hasattr(os, "register_at_fork"):

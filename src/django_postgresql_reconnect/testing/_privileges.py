@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import pwd
 import shutil
 import stat
 import subprocess
@@ -38,14 +37,21 @@ class Account:
     gid: int
 
 
+def is_root() -> bool:
+    """Whether this process runs as root (never on Windows, which has no such notion)."""
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
 def daemon_account() -> Account | None:
     """The account daemons run as: the service account when we are root, else None (us)."""
-    return service_account() if os.geteuid() == 0 else None
+    return service_account() if is_root() else None
 
 
 @functools.cache
 def service_account() -> Account:
     """Find or create the unprivileged service account (``nobody`` if it cannot be made)."""
+    import pwd  # POSIX only: imported here so that the toolkit imports everywhere
+
     try:
         entry = pwd.getpwnam(SERVICE_USER)
     except KeyError:

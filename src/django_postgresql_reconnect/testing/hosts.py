@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import _privileges
 from ._binaries import find_program
 from ._lifecycle import LabTool
 from .errors import PrivateHostsError
@@ -92,7 +93,7 @@ class PrivateHosts(LabTool):
         self._directory.chmod(0o755)
         self._write()
         # As a normal user, a user namespace grants the right to mount inside it.
-        user_namespace = ["--user", "--map-root-user"] if os.geteuid() != 0 else []
+        user_namespace = ["--user", "--map-root-user"] if not _privileges.is_root() else []
         self._prefix = [
             str(unshare),
             *user_namespace,
@@ -186,7 +187,7 @@ class PrivateHosts(LabTool):
         if result.returncode != 0:
             hint = (
                 ""
-                if os.geteuid() == 0
+                if _privileges.is_root()
                 else " (as a normal user this needs unprivileged user namespaces: "
                 "sysctl kernel.unprivileged_userns_clone=1, or run as root)"
             )

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 from typing import Any
 
+from . import _privileges
 from ._binaries import find_program
 from ._lifecycle import LabTool
 from .errors import SilentLinkError
@@ -54,7 +55,7 @@ class SilentLink(LabTool):
     """
 
     def __init__(self) -> None:
-        if os.geteuid() != 0:
+        if not _privileges.is_root():
             raise PermissionError(
                 "SilentLink needs root: network namespaces, veth links and nftables are "
                 "privileged; run as root, or deselect these tests with -m 'not root'"

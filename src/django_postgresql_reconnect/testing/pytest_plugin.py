@@ -1,7 +1,12 @@
 """pytest fixtures for testing against a real PostgreSQL with real faults.
 
-Loaded through the ``pytest11`` entry point. Importing it must not import Django or a driver:
-it loads in every pytest run of every project that has this package installed.
+Not loaded by itself: installing the package never changes a project's test run. Ask for it
+in a ``conftest.py``::
+
+    pytest_plugins = ["django_postgresql_reconnect.testing.pytest_plugin"]
+
+or with ``pytest -p django_postgresql_reconnect.testing.pytest_plugin``. Importing it imports
+neither Django nor a driver.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
+from . import _privileges
 from .server import PostgresServer
 
 if TYPE_CHECKING:
@@ -40,7 +46,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 def require_root(reason: str) -> None:
     """Skip the current test unless we are root; fail instead when DPR_REQUIRE_ROOT_TESTS=1."""
-    if os.geteuid() != 0:
+    if not _privileges.is_root():
         _skip_or_fail(f"needs root: {reason}", REQUIRE_ROOT_ENV)
 
 

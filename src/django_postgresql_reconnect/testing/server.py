@@ -76,7 +76,7 @@ class PostgresServer(LabTool):
     ) -> None:
         if auth not in ("trust", "password"):
             raise ValueError(f"auth must be 'trust' or 'password', not {auth!r}")
-        if netns is not None and os.geteuid() != 0:
+        if netns is not None and not _privileges.is_root():
             raise ServerError(f"running postgres in network namespace {netns!r} needs root")
         self.host = host
         self.user = user
