@@ -87,7 +87,7 @@ def count_results(report: Path) -> tuple[int, int]:
 
 
 def demo(args: list[str]) -> int:
-    ensure_venv(DRIVER_EXTRAS)
+    ensure_venv([*DRIVER_EXTRAS, "demo"])
     return subprocess.call([str(PYTHON), str(ROOT / "demo" / "run.py"), *args], cwd=ROOT)
 
 

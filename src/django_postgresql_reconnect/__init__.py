@@ -25,6 +25,7 @@ _PUBLIC = {
     "check_pgsql_connections": "guards",
     "reconnect": "guards",
     "aretry_atomic": "transactions",
+    "breaker_states": "metrics",
     "no_retry": "transactions",
     "retry_atomic": "transactions",
     "retrying_atomic": "transactions",
@@ -45,6 +46,7 @@ __all__ = [
     "StatementOutcomeUnknown",
     "TransactionLost",
     "aretry_atomic",
+    "breaker_states",
     "check_pgsql_connections",
     "decorator",
     "middleware",
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
         TransactionLost,
     )
     from .guards import ReconnectMiddleware, check_pgsql_connections, reconnect
+    from .metrics import breaker_states
     from .transactions import aretry_atomic, no_retry, retry_atomic, retrying_atomic
 
 

@@ -55,6 +55,18 @@ def connect_within_deadline(db: ReconnectMixin, deadline: Deadline, *, after_los
         try:
             probe = health.breaker.admit()
         except BreakerOpen as open_:
+            # Said once, at DEBUG: the "breaker opened" line already told the story, and an
+            # outage can fail thousands of calls a second (the signal still counts each).
+            events.emit(
+                events.UNAVAILABLE,
+                db.alias,
+                "database %r unavailable: the breaker is open",
+                db.alias,
+                level=logging.DEBUG,
+                connection=db,
+                attempts=0,
+                seconds=open_.down_for,
+            )
             raise DatabaseUnavailable.breaker_open(
                 alias=db.alias, down_for=open_.down_for, probe_every=open_.probe_every
             ) from None

@@ -19,7 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 from django.db.backends.postgresql.base import DatabaseWrapper as _PostgresWrapper
 
-from . import drivers, events, recovery, signals
+from . import drivers, events, metrics, recovery, signals
 from .backoff import Deadline
 from .checks import ReconnectValidation
 from .conf import TCP_DEFAULTS, ReconnectOptions, parse_setting
@@ -38,6 +38,8 @@ else:
 __all__ = ["ReconnectMixin"]
 
 _DEFAULTS = ReconnectOptions()
+
+metrics.install()  # Prometheus counters, when prometheus_client is installed
 
 
 class ReconnectMixin(_Base):
@@ -155,13 +157,20 @@ class ReconnectMixin(_Base):
                 raise  # lost while setting up: the connect loop tries again
             state.carried = None
             state.session = SessionLog()
-            raise SessionStateLost(
-                alias=self.alias,
-                session_state=[
-                    f"the settings {', '.join(names)}, which could not be restored: "
-                    + events.describe(error, events.secrets_of(self.settings_dict))
-                ],
-            ) from error
+            lost = [
+                f"the settings {', '.join(names)}, which could not be restored: "
+                + events.describe(error, events.secrets_of(self.settings_dict))
+            ]
+            events.emit(
+                events.SESSION_STATE_LOST,
+                self.alias,
+                "session state lost on database %r: %s",
+                self.alias,
+                lost[0],
+                connection=self,
+                session_state=lost,
+            )
+            raise SessionStateLost(alias=self.alias, session_state=lost) from error
         state.session = carried
         events.emit(
             events.SESSION_STATE_RESTORED,

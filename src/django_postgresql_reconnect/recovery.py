@@ -184,6 +184,15 @@ def _before_statement(db: ReconnectMixin) -> None:
         raise TransactionLost(alias=db.alias, reason=state.abandoned_reason) from _cause(state)
     if state.unreported:
         lost, state.unreported = state.unreported, ()
+        events.emit(
+            events.SESSION_STATE_LOST,
+            db.alias,
+            "session state lost on database %r: %s",
+            db.alias,
+            ", ".join(lost),
+            connection=db,
+            session_state=list(lost),
+        )
         raise SessionStateLost(alias=db.alias, session_state=lost)
 
 
