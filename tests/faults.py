@@ -55,6 +55,7 @@ def remove_database(alias: str) -> None:
     """Close and forget an entry added with add_database()."""
     if alias in connections.settings:
         connections[alias].close()
+        del connections[alias]  # the wrapper this thread cached, with the old settings
         del connections.settings[alias]
 
 

@@ -19,9 +19,7 @@ def sample(name: str, **labels: str) -> float:
 
 
 def decisions(alias: str, decision: str) -> float:
-    return sample(
-        "django_postgresql_reconnect_decisions_total", alias=alias, decision=decision
-    )
+    return sample("django_postgresql_reconnect_decisions_total", alias=alias, decision=decision)
 
 
 def test_a_loss_and_its_recovery_are_counted_in_prometheus(server):
@@ -39,11 +37,14 @@ def test_a_loss_and_its_recovery_are_counted_in_prometheus(server):
 
     assert decisions("default", "connection lost") == lost + 1
     assert decisions("default", "reconnected before send") == replaced + 1
-    assert sample(
-        "django_postgresql_reconnect_recovery_seconds_count",
-        alias="default",
-        decision="reconnected before send",
-    ) == observed + 1
+    assert (
+        sample(
+            "django_postgresql_reconnect_recovery_seconds_count",
+            alias="default",
+            decision="reconnected before send",
+        )
+        == observed + 1
+    )
 
 
 def test_each_decision_is_one_log_line_with_structured_fields_and_one_signal(proxy, caplog):
