@@ -8,7 +8,12 @@ import logging
 import pytest
 from prometheus_client import REGISTRY
 
-from django_postgresql_reconnect import StatementOutcomeUnknown, breaker_states, signals
+from django_postgresql_reconnect import (
+    DatabaseUnavailable,
+    StatementOutcomeUnknown,
+    breaker_states,
+    signals,
+)
 from tests.app.models import Item
 from tests.faults import lose_connection
 
@@ -80,7 +85,7 @@ def test_the_breaker_of_each_alias_is_readable_for_a_readiness_probe(server):
     assert breaker_states()["fastfail"]["state"] == "closed"
     server.stop()
     try:
-        with pytest.raises(Exception):
+        with pytest.raises(DatabaseUnavailable):
             Item.objects.using("fastfail").count()
         state = breaker_states()["fastfail"]
         assert state["state"] == "open"

@@ -136,9 +136,10 @@ class Outcome:
         return sorted({type(c.error).__name__ for c in self.calls if c.error is not None})
 
     def summary(self) -> str:
+        late = [(c.kind, type(c.error).__name__) for c in self.failed_after_settled]
         return (
             f"{len(self.writes)} writes, lost {self.lost}, duplicated {self.duplicated}, "
-            f"failed after the fault {[(c.kind, type(c.error).__name__) for c in self.failed_after_settled]}, "
+            f"failed after the fault {late}, "
             f"failed reads {len(self.failed_reads)}, errors {self.errors()}, "
             f"first write {self.first_write_after:.3f} s after the fault"
         )
