@@ -57,7 +57,9 @@ def install(registry: Any = None) -> bool:
             registry=registry,
         )
 
-        def count(sender: Any, alias: str, decision: str, seconds: Any = None, **kwargs: Any) -> None:
+        def count(
+            sender: Any, alias: str, decision: str, seconds: Any = None, **kwargs: Any
+        ) -> None:
             decisions.labels(alias=alias, decision=decision).inc()
             if seconds is not None:
                 recovery.labels(alias=alias, decision=decision).observe(seconds)
@@ -74,6 +76,9 @@ def breaker_states() -> dict[str, dict[str, Any]]:
     from .state import all_alias_health
 
     return {
-        health.alias: {"state": health.breaker.state, "down_for": round(health.breaker.down_for, 3)}
+        health.alias: {
+            "state": health.breaker.state,
+            "down_for": round(health.breaker.down_for, 3),
+        }
         for health in all_alias_health()
     }
