@@ -26,7 +26,7 @@ RECOVERY_METRIC = "django_postgresql_reconnect_recovery_seconds"
 # From a fast re-run to a failover: 10 ms to a minute.
 BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
-_installed: dict[str, Any] = {}
+_installed: dict[int, Any] = {}
 _lock = threading.Lock()
 
 
