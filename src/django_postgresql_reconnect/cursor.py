@@ -15,7 +15,7 @@ COPY (psycopg 3's ``cursor.copy()``, psycopg2's ``copy_expert``, ``copy_from`` a
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.db import DatabaseError
@@ -23,7 +23,8 @@ from django.db.backends.postgresql.base import CursorDebugWrapper as PostgresDeb
 from django.db.backends.utils import CursorWrapper
 
 from . import drivers, recovery
-from .policy import Statement
+from .exceptions import StatementInterrupted, TransactionLost
+from .policy import Loss, Statement, is_connection_lost
 from .recovery import Request
 from .statements import CLOSE_CURSOR, HELD_CURSOR, Effect, _effects_cache, effects_of
 
@@ -210,7 +211,7 @@ class _ServerSide(_Reconnecting):
         return bool(getattr(self.cursor, "withhold", False))
 
     def _fetch(self, fetch: Any) -> Any:
-        return recovery.fetch(self.db, self, fetch, self.cursor.name)
+        return _fetch_from_server_cursor(self.db, self, fetch, self.cursor.name)
 
     def __iter__(self) -> Iterator[Any]:
         iterator = iter(self.cursor)
@@ -268,7 +269,7 @@ class _GuardedCopy:
             recovery.note_success(db, wrapper._link, self._text, self._params)
             return suppressed
         if isinstance(failure, db.Database.Error):
-            recovery.stream_failed(db, wrapper, failure, self._request(None))
+            _stream_failed(db, wrapper, failure, self._request(None))
         if failure is exc:
             return False
         raise failure
@@ -300,6 +301,49 @@ class _Recorded:
         for item in self._source:
             self._seen.append(item)
             yield item
+
+
+# --- Losses of streams (rule 11) ------------------------------------------------------------
+
+
+def _fetch_from_server_cursor(
+    db: Any, wrapper: Any, fetch_rows: Callable[[], Any], name: str
+) -> Any:
+    """A fetch from a server-side cursor: a round trip whose cursor dies with its connection."""
+    request = Request(
+        run=fetch_rows,
+        text=None,
+        statement=Statement.STREAM,
+        cursor_name=name,
+        finishing=lambda: False,
+    )
+    link = wrapper._link
+    if not link.current or link.inherited:
+        # Another statement already replaced the connection: this cursor is gone with it.
+        if db.in_atomic_block:
+            raise TransactionLost(alias=db.alias, reason=" (its server-side cursor with it)")
+        raise StatementInterrupted(alias=db.alias)
+    if link.peer_gone():
+        # Its connection died since the last fetch: the cursor died with it (rule 11).
+        in_transaction = not db.autocommit
+        loss = Loss(Statement.STREAM, True, in_transaction, in_transaction, finishing=False)
+        recovery.handle(db, wrapper, None, loss, recovery.new_call(db), request=request)
+    try:
+        with db.wrap_database_errors:
+            return fetch_rows()
+    except DatabaseError as error:
+        recovery.after_error(db, wrapper, error, True, request)
+        raise AssertionError("a stream is never run again") from error
+
+
+def _stream_failed(db: Any, wrapper: Any, error: BaseException, request: Request) -> None:
+    """A COPY failed while its data streamed: raise what the loss means, or return (no loss)."""
+    code = drivers.sqlstate(error)
+    if not is_connection_lost(code, db._broken_after(error, code)):
+        return
+    wrapped = DatabaseError(str(error))
+    wrapped.__cause__ = error
+    recovery.after_error(db, wrapper, wrapped, True, request)
 
 
 def _copies_in(sql: str) -> bool:

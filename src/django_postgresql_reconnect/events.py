@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import signals
+from .policy import Outcome
 
 __all__ = ["DECISIONS", "describe", "logger"]
 
@@ -50,6 +51,17 @@ DECISIONS = (
     BREAKER_CLOSED,
 )
 """Every value the ``decision`` field and signal argument can take."""
+
+DECISION_OF = {
+    Outcome.RUN_AGAIN: RERUN,
+    Outcome.OUTCOME_UNKNOWN: OUTCOME_UNKNOWN,
+    Outcome.COMMIT_OUTCOME_UNKNOWN: COMMIT_OUTCOME_UNKNOWN,
+    Outcome.TRANSACTION_LOST: TRANSACTION_LOST,
+    Outcome.SESSION_STATE_LOST: SESSION_STATE_LOST,
+    Outcome.INTERRUPTED: INTERRUPTED,
+    Outcome.UNAVAILABLE: UNAVAILABLE,
+}
+"""The decision an outcome of the safety model is logged and counted as."""
 
 STATEMENT_CHARS = 200
 _SECRET_OPTIONS = ("password", "sslpassword", "sslkey", "passfile", "oauth_client_secret")

@@ -18,6 +18,8 @@ from typing import Any
 
 from django.db import OperationalError
 
+from .policy import Outcome
+
 __all__ = [
     "CommitOutcomeUnknown",
     "CommitOutcomeUnknownAndSessionStateLost",
@@ -30,6 +32,7 @@ __all__ = [
     "StatementOutcomeUnknownAndSessionStateLost",
     "TransactionLost",
     "TransactionLostAndSessionStateLost",
+    "exception_for",
 ]
 
 # Statement text in a message is cut to this many characters; parameters are never shown.
@@ -303,3 +306,40 @@ class TransactionLostAndSessionStateLost(TransactionLost, SessionStateLost):
     def __init__(self, message: str = "", **kwargs: Any) -> None:
         TransactionLost.__init__(self, message, **kwargs)
         self.session_state = tuple(kwargs.get("session_state", ()))
+
+
+def exception_for(
+    outcome: Outcome,
+    *,
+    alias: str,
+    statement: str | None = None,
+    reason: str = "",
+    session_state: Sequence[str] = (),
+    losses: int = 0,
+    seconds: float = 0.0,
+    cause: str = "",
+) -> ReconnectError:
+    """The exception that says ``outcome``, and the lost session state too when there is some."""
+    state = tuple(session_state)
+    if outcome is Outcome.UNAVAILABLE:
+        return DatabaseUnavailable.connections_keep_dying(
+            alias=alias, losses=losses, seconds=seconds, reason=cause
+        )
+    if outcome is Outcome.OUTCOME_UNKNOWN:
+        cls = StatementOutcomeUnknownAndSessionStateLost if state else StatementOutcomeUnknown
+        return cls(alias=alias, statement=statement, reason=reason, session_state=state)
+    if outcome is Outcome.COMMIT_OUTCOME_UNKNOWN:
+        commit = CommitOutcomeUnknownAndSessionStateLost if state else CommitOutcomeUnknown
+        return commit(alias=alias, session_state=state)
+    if outcome is Outcome.TRANSACTION_LOST:
+        lost = TransactionLostAndSessionStateLost if state else TransactionLost
+        return lost(alias=alias, reason=reason, session_state=state)
+    if outcome is Outcome.INTERRUPTED:
+        if state:
+            return StatementInterruptedAndSessionStateLost(
+                alias=alias, statement=statement, session_state=state
+            )
+        return StatementInterrupted(alias=alias, statement=statement)
+    if outcome is Outcome.SESSION_STATE_LOST:
+        return SessionStateLost(alias=alias, session_state=state)
+    raise ValueError(f"{outcome} is not raised")

@@ -19,13 +19,13 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 from django.db.backends.postgresql.base import DatabaseWrapper as _PostgresWrapper
 
-from . import drivers, events, metrics, recovery, signals
+from . import drivers, events, metrics, recovery, replacement, signals
 from .backoff import Deadline
 from .checks import ReconnectValidation
 from .conf import TCP_DEFAULTS, ReconnectOptions, parse_setting
 from .connect import connect_within_deadline, pool_with_deadline
 from .cursor import wrapper_class
-from .exceptions import SessionStateLost, TransactionLost
+from .exceptions import TransactionLost
 from .policy import Loss, Statement, decide, is_connection_lost
 from .session import SessionLog
 from .state import Link, WrapperState, alias_health
@@ -138,53 +138,9 @@ class ReconnectMixin(_Base):
         state = self._reconnect
         carried = state.carried
         if carried is not None and carried.settings and not state.options.TRANSACTION_POOLING:
-            self._restore_session(carried)
+            replacement.restore_session(self, carried)
         else:
             state.session = SessionLog()
-
-    def _restore_session(self, carried: SessionLog) -> None:
-        """Give the new connection the settings of the lost session, in order (rule 5)."""
-        state = self._reconnect
-        connection = self.connection
-        names = carried.setting_names()
-        try:
-            for sql, params in carried.replay():
-                drivers.execute(connection, sql, params)
-            if not connection.autocommit:
-                connection.commit()
-        except self.Database.Error as error:
-            if drivers.connection_is_broken(connection):
-                raise  # lost while setting up: the connect loop tries again
-            state.carried = None
-            state.session = SessionLog()
-            lost = [
-                f"the settings {', '.join(names)}, which could not be restored: "
-                + events.describe(error, events.secrets_of(self.settings_dict))
-            ]
-            events.emit(
-                events.SESSION_STATE_LOST,
-                self.alias,
-                "session state lost on database %r: %s",
-                self.alias,
-                lost[0],
-                connection=self,
-                session_state=lost,
-            )
-            raise SessionStateLost(alias=self.alias, session_state=lost) from error
-        state.session = carried
-        events.emit(
-            events.SESSION_STATE_RESTORED,
-            self.alias,
-            "session settings of database %r restored on a new connection: %s",
-            self.alias,
-            ", ".join(names),
-            level=20,
-            connection=self,
-            settings=names,
-        )
-        signals.session_restored.send(
-            sender=type(self), connection=self, alias=self.alias, settings=names
-        )
 
     def _link_to(self, connection: Any) -> Link:
         state = self._reconnect
@@ -310,8 +266,8 @@ class ReconnectMixin(_Base):
             transaction_started=True,
             session_state=lost,
         )
-        recovery.note_loss(self, cause, sent=sent, statement="COMMIT")
-        raise recovery.give_up(self, decide(loss), loss, cause, None) from cause
+        replacement.note_loss(self, cause, sent=sent, statement="COMMIT")
+        raise replacement.give_up(self, decide(loss), loss, cause, "COMMIT") from cause
 
     def _rollback(self) -> None:
         state = self._reconnect
@@ -342,7 +298,7 @@ class ReconnectMixin(_Base):
         state = self._reconnect
         state.session.rollback()
         if state.abandoned is None:
-            recovery.note_loss(self, cause, sent=False, statement="ROLLBACK")
+            replacement.note_loss(self, cause, sent=False, statement="ROLLBACK")
             if not state.options.TRANSACTION_POOLING:
                 state.unreported = state.session.lost_state()
         self._discard_connection()
@@ -367,7 +323,7 @@ class ReconnectMixin(_Base):
         """A connection found dead outside any statement: the close() that follows keeps what
         the session held, to restore its settings and report the rest at the next statement."""
         state = self._reconnect
-        recovery.note_loss(self, None, sent=False)
+        replacement.note_loss(self, None, sent=False)
         if not state.options.TRANSACTION_POOLING:
             state.unreported = state.session.lost_state()
         state.closing_after_loss = True

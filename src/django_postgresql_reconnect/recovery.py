@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -21,31 +20,31 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError
 
-from . import drivers, events, signals, volatility
+from . import drivers, events
 from .backoff import Deadline
 from .exceptions import (
-    CommitOutcomeUnknown,
-    CommitOutcomeUnknownAndSessionStateLost,
     DatabaseUnavailable,
-    ReconnectError,
     SessionStateLost,
-    StatementInterrupted,
-    StatementInterruptedAndSessionStateLost,
-    StatementOutcomeUnknown,
-    StatementOutcomeUnknownAndSessionStateLost,
     TransactionLost,
-    TransactionLostAndSessionStateLost,
 )
 from .policy import (
-    Decision,
     Loss,
     Outcome,
     Statement,
     decide,
-    decide_after_asking,
     is_connection_lost,
     refused_by_read_only_node,
 )
+from .replacement import (
+    abandon_transaction,
+    drop_inherited,
+    elapsed,
+    give_up,
+    note_loss,
+    replace_connection,
+    say_run_again,
+)
+from .reruns import ask_server, run_read_only
 from .state import Link
 from .statements import UNREADABLE, Effect, Facts, effects_of, facts_of
 
@@ -55,16 +54,14 @@ if TYPE_CHECKING:
 __all__ = [
     "Request",
     "after_error",
-    "fetch",
     "found_dead",
     "give_up",
+    "handle",
     "new_call",
     "no_retry_aliases",
-    "note_loss",
     "note_success",
     "record_effects",
     "run",
-    "stream_failed",
 ]
 
 _monotonic = time.monotonic
@@ -130,52 +127,16 @@ def run(
         link = ensure_live(db, wrapper, call)
         started = not db.autocommit and drivers.transaction_status(link.connection) != 0
         try:
-            result = _run_read_only(db, request) if call.read_only_rerun else request.run()
+            result = (
+                run_read_only(db, request.run, request.text)
+                if call.read_only_rerun
+                else request.run()
+            )
         except DatabaseError as error:
             after_error(db, wrapper, error, started, request, call, raw_errors=raw_errors)
             continue
         note_success(db, link, request.text, request.params)
         return result
-
-
-def fetch(db: ReconnectMixin, wrapper: Any, fetch_rows: Callable[[], Any], name: str) -> Any:
-    """A fetch from a server-side cursor: a round trip whose cursor dies with its connection."""
-    request = Request(
-        run=fetch_rows,
-        text=None,
-        statement=Statement.STREAM,
-        cursor_name=name,
-        finishing=lambda: False,
-    )
-    link = wrapper._link
-    if not link.current or link.inherited:
-        # Another statement already replaced the connection: this cursor is gone with it.
-        if db.in_atomic_block:
-            raise TransactionLost(alias=db.alias, reason=" (its server-side cursor with it)")
-        raise StatementInterrupted(alias=db.alias)
-    if link.peer_gone():
-        # Its connection died since the last fetch: the cursor died with it (rule 11).
-        in_transaction = not db.autocommit
-        loss = Loss(Statement.STREAM, True, in_transaction, in_transaction, finishing=False)
-        _handle(db, wrapper, None, loss, new_call(db), request=request)
-    try:
-        with db.wrap_database_errors:
-            return fetch_rows()
-    except DatabaseError as error:
-        after_error(db, wrapper, error, True, request)
-        raise AssertionError("a stream is never run again") from error
-
-
-def stream_failed(
-    db: ReconnectMixin, wrapper: Any, error: BaseException, request: Request
-) -> None:
-    """A COPY failed while its data streamed: raise what the loss means, or return (no loss)."""
-    code = drivers.sqlstate(error)
-    if not is_connection_lost(code, db._broken_after(error, code)):
-        return
-    wrapped = DatabaseError(str(error))
-    wrapped.__cause__ = error
-    after_error(db, wrapper, wrapped, True, request)
 
 
 def _before_statement(db: ReconnectMixin) -> None:
@@ -213,7 +174,7 @@ def ensure_live(db: ReconnectMixin, wrapper: Any, call: _Call) -> Link:
             link = state.link
             assert link is not None
         if link.inherited:
-            _drop_inherited(db)
+            drop_inherited(db)
             continue
         if wrapper is not None and wrapper._link is not link:
             _refresh_cursor(db, wrapper, link)
@@ -222,7 +183,7 @@ def ensure_live(db: ReconnectMixin, wrapper: Any, call: _Call) -> Link:
             return link
         if state.connecting:
             raise DatabaseError("the new connection died while Django set it up")
-        _handle(db, wrapper, None, _loss_found_before_sending(db, Statement.NOTHING), call)
+        handle(db, wrapper, None, _loss_found_before_sending(db, Statement.NOTHING), call)
 
 
 def _loss_found_before_sending(db: ReconnectMixin, statement: Statement) -> Loss:
@@ -240,20 +201,6 @@ def _refresh_cursor(db: ReconnectMixin, wrapper: Any, link: Link) -> None:
     with db.wrap_database_errors:
         wrapper.cursor = db._driver_cursor(name)
     wrapper._link = link
-
-
-def _drop_inherited(db: ReconnectMixin) -> None:
-    """A connection inherited across fork(): the child opens its own, as if it never had one."""
-    state = db._reconnect
-    db._discard_connection()
-    state.session = type(state.session)()
-    state.carried = None
-    if db.in_atomic_block:
-        db.closed_in_transaction = True
-        db.needs_rollback = True
-        state.abandoned = True  # type: ignore[assignment]
-        state.abandoned_reason = " (it was inherited from the parent process across fork())"
-        raise TransactionLost(alias=db.alias, reason=state.abandoned_reason)
 
 
 def after_error(
@@ -297,11 +244,11 @@ def after_error(
         writes=request.writes,
         finishing=request.finishing(),
     )
-    _handle(db, wrapper, cause, loss, call, request=request, facts=facts, error=error)
+    handle(db, wrapper, cause, loss, call, request=request, facts=facts, error=error)
     call.reruns += 1
 
 
-def _handle(
+def handle(
     db: ReconnectMixin,
     wrapper: Any,
     cause: BaseException | None,
@@ -323,7 +270,7 @@ def _handle(
         raise DatabaseUnavailable.connections_keep_dying(
             alias=db.alias,
             losses=call.reruns + 1,
-            seconds=_elapsed(db._reconnect),
+            seconds=elapsed(db._reconnect),
             reason="every new connection was dead before use",
         )
     lost_state = _lost_state(db, request)
@@ -332,44 +279,28 @@ def _handle(
     note_loss(db, cause, sent=loss.sent, statement=request.text if request else None)
     decision = decide(loss)
     replaced = False
+    text = request.text if request else None
     if decision.outcome is Outcome.ASK_SERVER:
-        decision, replaced = _ask_server(db, loss, call, facts, cause)
+        decision, replaced = ask_server(db, loss, call.deadline, facts)
         if decision.outcome is Outcome.RUN_AGAIN:
             call.read_only_rerun = not loss.in_transaction
             _prepare_rerun(request)
-            _event(
-                db,
-                events.RERUN,
-                "statement on database %r run again on a new connection: %s",
-                call,
-                cause,
-                request,
-            )
+            message = "statement on database %r run again on a new connection: %s"
+            say_run_again(db, events.RERUN, message, call.reruns + 1, cause, text)
             return
     elif decision.outcome is Outcome.RUN_AGAIN:
-        _replace(db, call, keep_transaction=loss.in_transaction)
+        replace_connection(db, call.deadline, keep_transaction=loss.in_transaction)
         _prepare_rerun(request)
         call.read_only_rerun = False
         if loss.sent:
-            _event(
-                db,
-                events.RERUN,
-                "statement on database %r run again in its reopened transaction: %s",
-                call,
-                cause,
-                request,
-            )
+            message = "statement on database %r run again in its reopened transaction: %s"
+            say_run_again(db, events.RERUN, message, call.reruns + 1, cause, text)
         else:
-            _event(
-                db,
-                events.RECONNECTED_BEFORE_SEND,
-                "connection to database %r replaced before anything was sent: %s",
-                call,
-                cause,
-                request,
-            )
+            message = "connection to database %r replaced before anything was sent: %s"
+            decision_name = events.RECONNECTED_BEFORE_SEND
+            say_run_again(db, decision_name, message, call.reruns + 1, cause, text)
         return
-    raise give_up(db, decision, loss, cause, request, replaced=replaced) from (cause or error)
+    raise give_up(db, decision, loss, cause, text, replaced=replaced) from (cause or error)
 
 
 def _lost_state(db: ReconnectMixin, request: Request | None) -> tuple[str, ...]:
@@ -388,304 +319,14 @@ def _prepare_rerun(request: Request | None) -> None:
         request.prepare_rerun()
 
 
-def _ask_server(
-    db: ReconnectMixin, loss: Loss, call: _Call, facts: Facts | None, cause: BaseException | None
-) -> tuple[Decision, bool]:
-    """Rules 2 and 3: reconnect, and run again only if the server says it cannot write.
-
-    The question is asked on the new connection, in autocommit, before an unstarted
-    transaction is reopened. A new connection that dies under the question is one more loss:
-    the question is asked again on the next one, within the call's deadline.
-    """
-    assert facts is not None
-    key = _cache_key(db)
-    verdict: bool | None = None
-    lost_again = False
-
-    def ask(connection: Any) -> bool:
-        nonlocal verdict, lost_again
-        try:
-            verdict = volatility.cannot_write(connection, facts, key)
-        except Exception as failure:
-            lost_again = drivers.connection_is_broken(connection)
-            if not lost_again:  # the question itself failed: the answer stays unknown
-                events.logger.debug(
-                    "could not ask database %r whether a statement writes: %s", db.alias, failure
-                )
-        return not lost_again
-
-    while True:
-        lost_again = False
-        try:
-            _replace(db, call, keep_transaction=loss.in_transaction, ask=ask)
-        except DatabaseUnavailable as unavailable:
-            if volatility.known_cannot_write(facts, key):
-                raise  # it wrote nothing: the server being down is the news
-            reason = (
-                " (it calls functions, and the server could not be asked whether they write: "
-                f"{unavailable.args[0]})"
-            )
-            return Decision(Outcome.OUTCOME_UNKNOWN, (), reason), False
-        if not lost_again or call.deadline.passed():
-            return decide_after_asking(loss, verdict), True
-        note_loss(db, None, sent=False)
-
-
-def _cache_key(db: ReconnectMixin) -> tuple[Any, ...]:
-    settings = db.settings_dict
-    search_path = db._reconnect.session.settings.get("search_path")
-    return (
-        settings.get("HOST"),
-        settings.get("PORT"),
-        settings.get("NAME"),
-        settings.get("USER"),
-        repr(search_path),
-    )
-
-
-def _run_read_only(db: ReconnectMixin, request: Request) -> Any:
-    """Rule 2's safety net: a re-run read runs in a READ ONLY transaction, so that the server
-    itself refuses any write that no rule saw (a view over a writing function, a cast)."""
-    connection = db.connection
-    with db.wrap_database_errors:
-        drivers.execute(connection, "BEGIN READ ONLY")
-    try:
-        result = request.run()
-    except DatabaseError as error:
-        with contextlib.suppress(Exception):
-            drivers.execute(connection, "ROLLBACK")
-        if drivers.sqlstate(error.__cause__) == "25006":
-            raise StatementOutcomeUnknown(
-                alias=db.alias,
-                statement=request.text,
-                reason=" (the server refused its re-run in a read-only transaction: it writes)",
-            ) from error
-        raise
-    with db.wrap_database_errors:
-        drivers.execute(connection, "COMMIT")
-    return result
-
-
-def give_up(
-    db: ReconnectMixin,
-    decision: Decision,
-    loss: Loss,
-    cause: BaseException | None,
-    request: Request | None,
-    *,
-    replaced: bool = False,
-) -> ReconnectError:
-    """Leave the connection as the decision says and build the exception to raise.
-
-    ``replaced``: the dead connection was already replaced by a healthy one (the server was
-    asked and said no); the new one stays, and the caller's atomic block rolls its empty
-    transaction back as usual.
-    """
-    state = db._reconnect
-    outcome = decision.outcome
-    lost = decision.session_state_lost
-    text = request.text if request else None
-    if outcome is Outcome.NOTHING_TO_DO:
-        raise AssertionError("NOTHING_TO_DO is handled by the rollback hook")
-    if replaced:
-        pass
-    elif loss.in_transaction:
-        abandon_transaction(db, cause, decision.reason)
-    else:
-        db._discard_connection()
-    state.unreported = ()
-    if outcome is Outcome.UNAVAILABLE:
-        exc: ReconnectError = DatabaseUnavailable.connections_keep_dying(
-            alias=db.alias,
-            losses=loss.reruns + 1,
-            seconds=_elapsed(state),
-            reason=events.describe(cause, events.secrets_of(db.settings_dict)),
-        )
-        decision_name = events.UNAVAILABLE
-    elif outcome is Outcome.OUTCOME_UNKNOWN:
-        cls = StatementOutcomeUnknownAndSessionStateLost if lost else StatementOutcomeUnknown
-        exc = cls(alias=db.alias, statement=text, reason=decision.reason, session_state=lost)
-        decision_name = events.OUTCOME_UNKNOWN
-    elif outcome is Outcome.COMMIT_OUTCOME_UNKNOWN:
-        cls2 = CommitOutcomeUnknownAndSessionStateLost if lost else CommitOutcomeUnknown
-        exc = cls2(alias=db.alias, session_state=lost)
-        decision_name = events.COMMIT_OUTCOME_UNKNOWN
-    elif outcome is Outcome.TRANSACTION_LOST:
-        cls3 = TransactionLostAndSessionStateLost if lost else TransactionLost
-        exc = cls3(alias=db.alias, reason=decision.reason, session_state=lost)
-        decision_name = events.TRANSACTION_LOST
-    elif outcome is Outcome.INTERRUPTED:
-        if lost:
-            exc = StatementInterruptedAndSessionStateLost(
-                alias=db.alias, statement=text, session_state=lost
-            )
-        else:
-            exc = StatementInterrupted(alias=db.alias, statement=text)
-        decision_name = events.INTERRUPTED
-    else:
-        exc = SessionStateLost(alias=db.alias, session_state=lost)
-        decision_name = events.SESSION_STATE_LOST
-    level = logging.WARNING if outcome is not Outcome.UNAVAILABLE else logging.ERROR
-    events.emit(
-        decision_name,
-        db.alias,
-        "%s on database %r: %s",
-        decision_name,
-        db.alias,
-        str(exc).split(". ")[0],
-        level=level,
-        connection=db,
-        sqlstate=drivers.sqlstate(cause),
-        statement=text,
-        session_state=list(lost) or None,
-    )
-    return exc
-
-
-def _elapsed(state: Any) -> float:
-    return _monotonic() - state.lost_at if state.lost_at is not None else 0.0
-
-
-def _event(
-    db: ReconnectMixin,
-    decision: str,
-    message: str,
-    call: _Call,
-    cause: BaseException | None,
-    request: Request | None,
-) -> None:
-    events.emit(
-        decision,
-        db.alias,
-        message,
-        db.alias,
-        events.describe(cause, events.secrets_of(db.settings_dict)),
-        level=logging.INFO,
-        connection=db,
-        attempts=call.reruns + 1,
-        seconds=_elapsed(db._reconnect),
-        sqlstate=drivers.sqlstate(cause),
-        statement=request.text if request else None,
-    )
-
-
-# --- Losses, replacements ----------------------------------------------------------------------
-
-
-def note_loss(
-    db: ReconnectMixin, error: BaseException | None, *, sent: bool, statement: str | None = None
-) -> None:
-    """Say once that a connection was lost, and let the alias's other connections know."""
-    state = db._reconnect
-    link = state.link
-    pid = drivers.backend_pid(link.connection) if link is not None else None
-    if state.lost_at is None:
-        state.lost_at = _monotonic()
-    if not state.options.TRANSACTION_POOLING and state.carried is None:
-        state.carried = state.session.after_loss()
-    state.health.lost_one(link)
-    reason = events.describe(error, events.secrets_of(db.settings_dict))
-    events.emit(
-        events.LOST,
-        db.alias,
-        "connection to database %r lost%s: %s",
-        db.alias,
-        f" (backend {pid})" if pid else "",
-        reason,
-        level=logging.WARNING,
-        connection=db,
-        sqlstate=drivers.sqlstate(error),
-        backend_pid=pid,
-        statement=statement,
-        sent=sent,
-    )
-    signals.connection_lost.send(
-        sender=type(db), connection=db, alias=db.alias, error=error, sent=sent
-    )
-
-
-def _replace(
-    db: ReconnectMixin,
-    call: _Call,
-    *,
-    keep_transaction: bool,
-    ask: Callable[[Any], bool] | None = None,
-) -> None:
-    """Open a new connection in place of a dead one, keeping an unstarted transaction open.
-
-    ``ask`` runs on the new connection in autocommit, before the transaction is reopened.
-    """
-    saved = _save_atomic(db) if keep_transaction else None
-    db._discard_connection()
-    state = db._reconnect
-    state.deadline = call.deadline
-    state.replacing = True
-    try:
-        with db.wrap_database_errors:
-            db.connect()
-        if ask is not None and not ask(db.connection):
-            return  # the new connection died under the question: the caller tries again
-        if saved is not None:
-            db.set_autocommit(False)
-    except BaseException:
-        if saved is not None:
-            _restore_atomic(db, saved)
-            db.closed_in_transaction = True
-            db.needs_rollback = True
-            state.abandoned = True  # type: ignore[assignment]
-            state.abandoned_reason = " and no new connection could be opened in time"
-        raise
-    finally:
-        state.deadline = None
-        state.replacing = False
-        if saved is not None and not db.closed_in_transaction:
-            _restore_atomic(db, saved)
-
-
-_ATOMIC_FIELDS = (
-    "in_atomic_block",
-    "savepoint_ids",
-    "atomic_blocks",
-    "needs_rollback",
-    "commit_on_exit",
-    "run_on_commit",
-    "savepoint_state",
-)
-
-
-def _save_atomic(db: ReconnectMixin) -> dict[str, Any]:
-    return {name: getattr(db, name) for name in _ATOMIC_FIELDS if hasattr(db, name)}
-
-
-def _restore_atomic(db: ReconnectMixin, saved: dict[str, Any]) -> None:
-    for name, value in saved.items():
-        setattr(db, name, value)
-
-
-def abandon_transaction(db: ReconnectMixin, error: BaseException | None, reason: str = "") -> None:
-    """Give up the connection inside a transaction the way Django's close() would.
-
-    ``closed_in_transaction`` makes the rest of the atomic block fail and its exit drop the
-    connection without reconnecting (which could hide the caller's exception behind an
-    outage); the next block starts afresh. It is set at COMMIT too, where Django has already
-    left the atomic block, for the same reason.
-    """
-    state = db._reconnect
-    state.abandoned = error if error is not None else True  # type: ignore[assignment]
-    state.abandoned_reason = reason
-    db._close_driver_connection()
-    db.closed_in_transaction = True
-    db.needs_rollback = True
-
-
 def found_dead(db: ReconnectMixin, statement: Statement = Statement.NOTHING) -> None:
     """A guard, atomic() or create_cursor() found the connection dead before sending: rule 1."""
     link = db._reconnect.link
     if link is not None and link.inherited:
-        _drop_inherited(db)
+        drop_inherited(db)
         return
     call = _Call(Deadline.after(db._reconnect.options.DEADLINE))
-    _handle(db, None, None, _loss_found_before_sending(db, statement), call)
+    handle(db, None, None, _loss_found_before_sending(db, statement), call)
 
 
 # --- After a statement -------------------------------------------------------------------------

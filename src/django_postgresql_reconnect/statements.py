@@ -16,10 +16,26 @@ Two questions are asked of it:
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from .lexer import (
+    OP,
+    PARAM,
+    PUNCT,
+    STRING,
+    WORD,
+    Token,
+    call_arguments,
+    folded_name,
+    function_calls,
+    is_word,
+    names,
+    split_statements,
+    token_at,
+    tokenize,
+    words,
+)
 
 __all__ = [
     "Effect",
@@ -28,188 +44,6 @@ __all__ = [
     "facts_of",
     "tokenize",
 ]
-
-# --- Tokens -----------------------------------------------------------------------------------
-
-WORD, QUOTED, STRING, NUMBER, PARAM, OP, PUNCT = (
-    "word",
-    "quoted",
-    "string",
-    "number",
-    "param",
-    "op",
-    "punct",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Token:
-    kind: str
-    text: str
-    """Words are upper-cased, quoted identifiers unquoted, strings unquoted."""
-
-
-_SPACE = re.compile(r"\s+")
-_WORD = re.compile(r"[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_$\u0080-\U0010ffff]*")
-_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_PARAM = re.compile(r"%\([^)]*\)s|%s|\$\d+")
-_OP = re.compile(r"[-+*/<>=~!@#%^&|`?]+")
-_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_\u0080-\U0010ffff]*)?\$")
-_STRING_PREFIX = re.compile(r"(?:[EeBbXxNn]|[Uu]&)'")
-
-
-def tokenize(sql: str) -> Iterator[Token]:
-    """Yield the tokens of ``sql``, skipping white space and comments."""
-    i, n = 0, len(sql)
-    while i < n:
-        c = sql[i]
-        if c.isspace():
-            i = _SPACE.match(sql, i).end()  # type: ignore[union-attr]
-        elif sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end < 0 else end + 1
-        elif sql.startswith("/*", i):
-            i = _skip_block_comment(sql, i)
-        elif c == "'" or (c in "EeBbXxNnUu" and _STRING_PREFIX.match(sql, i)):
-            prefix = 0 if c == "'" else sql.index("'", i) - i
-            i, text = _read_string(sql, i + prefix, backslashes=c in "Ee")
-            yield Token(STRING, text)
-        elif c == '"' or (c in "Uu" and sql.startswith('&"', i + 1)):
-            start = i if c == '"' else i + 2
-            i, text = _read_quoted(sql, start)
-            yield Token(QUOTED, text)
-        elif c == "$":
-            param = _PARAM.match(sql, i)
-            tag = _DOLLAR_TAG.match(sql, i)
-            if tag:
-                end = sql.find(tag.group(), tag.end())
-                text = sql[tag.end() : n if end < 0 else end]
-                i = n if end < 0 else end + len(tag.group())
-                yield Token(STRING, text)
-            elif param:
-                i = param.end()
-                yield Token(PARAM, param.group())
-            else:
-                i += 1
-                yield Token(OP, "$")
-        elif c == "%":
-            param = _PARAM.match(sql, i)
-            if param:
-                i = param.end()
-                yield Token(PARAM, param.group())
-            elif sql.startswith("%%", i):
-                i += 2
-                yield Token(OP, "%")
-            else:
-                i += 1
-                yield Token(OP, "%")
-        elif c.isdigit() or (c == "." and i + 1 < n and sql[i + 1].isdigit()):
-            match = _NUMBER.match(sql, i)
-            i = match.end()  # type: ignore[union-attr]
-            yield Token(NUMBER, match.group())  # type: ignore[union-attr]
-        elif c in "(),;[].":
-            i += 1
-            yield Token(PUNCT, c)
-        elif c == ":":
-            if sql.startswith("::", i):
-                i += 2
-                yield Token(PUNCT, "::")
-            else:
-                i += 1
-                yield Token(PUNCT, ":")
-        else:
-            word = _WORD.match(sql, i)
-            if word:
-                i = word.end()
-                yield Token(WORD, word.group().upper())
-                continue
-            op = _OP.match(sql, i)
-            if op:
-                i = op.end()
-                yield Token(OP, op.group())
-            else:
-                i += 1  # a character PostgreSQL would reject; it cannot hide anything
-
-
-def _skip_block_comment(sql: str, i: int) -> int:
-    depth, i = 1, i + 2
-    while depth and i < len(sql):
-        if sql.startswith("/*", i):
-            depth, i = depth + 1, i + 2
-        elif sql.startswith("*/", i):
-            depth, i = depth - 1, i + 2
-        else:
-            i += 1
-    return i
-
-
-def _read_string(sql: str, i: int, *, backslashes: bool) -> tuple[int, str]:
-    """Read a '...' literal starting at the quote; return the end and the unquoted text."""
-    out, i, n = [], i + 1, len(sql)
-    while i < n:
-        c = sql[i]
-        if c == "\\" and backslashes and i + 1 < n:
-            out.append(sql[i + 1])
-            i += 2
-        elif c == "'":
-            if sql.startswith("''", i):
-                out.append("'")
-                i += 2
-            else:
-                return i + 1, "".join(out)
-        else:
-            out.append(c)
-            i += 1
-    return n, "".join(out)
-
-
-def _read_quoted(sql: str, i: int) -> tuple[int, str]:
-    out, i, n = [], i + 1, len(sql)
-    while i < n:
-        if sql[i] == '"':
-            if sql.startswith('""', i):
-                out.append('"')
-                i += 2
-                continue
-            return i + 1, "".join(out)
-        out.append(sql[i])
-        i += 1
-    return n, "".join(out)
-
-
-def _statements(tokens: Sequence[Token]) -> list[list[Token]]:
-    """Split at top-level semicolons, dropping empty statements."""
-    parts: list[list[Token]] = [[]]
-    depth = 0
-    for token in tokens:
-        if token.kind == PUNCT:
-            if token.text in "([":
-                depth += 1
-            elif token.text in ")]":
-                depth = max(0, depth - 1)
-            elif token.text == ";" and depth == 0:
-                parts.append([])
-                continue
-        parts[-1].append(token)
-    return [part for part in parts if part]
-
-
-def _is(token: Token | None, *words: str) -> bool:
-    return token is not None and token.kind == WORD and token.text in words
-
-
-def _at(tokens: Sequence[Token], index: int) -> Token | None:
-    return tokens[index] if 0 <= index < len(tokens) else None
-
-
-def _name(token: Token | None) -> str:
-    """An identifier as PostgreSQL folds it: unquoted names are lower case."""
-    if token is None:
-        return ""
-    if token.kind == QUOTED:
-        return token.text
-    return token.text.lower()
-
 
 # --- Session and transaction effects (every statement, cached) ----------------------------------
 
@@ -296,7 +130,7 @@ def _read_effects(sql: str) -> tuple[Effect, ...]:
     if not any(word in upper for word in _TRIGGER_WORDS):
         return _NO_EFFECTS
     effects: list[Effect] = []
-    for statement in _statements(list(tokenize(sql))):
+    for statement in split_statements(list(tokenize(sql))):
         effects.extend(_statement_effects(statement))
     return tuple(effects) if effects else _NO_EFFECTS
 
@@ -309,13 +143,13 @@ _TRIGGER_WORDS = tuple(
 
 def _statement_effects(tokens: list[Token]) -> list[Effect]:
     start = 0
-    while _at(tokens, start) is not None and tokens[start].text == "(":
+    while token_at(tokens, start) is not None and tokens[start].text == "(":
         start += 1
-    first = _at(tokens, start)
+    first = token_at(tokens, start)
     effects: list[Effect] = []
     if first is not None and first.kind == WORD and first.text in _FIRST_WORDS_WITH_EFFECTS:
         effects.extend(_command_effects(tokens[start:]))
-    calls = _function_calls(tokens)
+    calls = function_calls(tokens)
     for index, (_, name) in calls:
         if name in _ADVISORY_LOCKS:
             effects.append(Effect(ADVISORY_LOCK))
@@ -330,39 +164,41 @@ def _statement_effects(tokens: list[Token]) -> list[Effect]:
 def _command_effects(tokens: list[Token]) -> list[Effect]:
     """Effects of utility commands, read from their first words."""
     word = tokens[0].text
-    second, third = _at(tokens, 1), _at(tokens, 2)
+    second, third = token_at(tokens, 1), token_at(tokens, 2)
     if word == "SET":
         return _set_effect(tokens)
     if word == "RESET":
-        if _is(second, "ALL"):
+        if is_word(second, "ALL"):
             return [Effect(RESET_ALL)]
         return [Effect(SETTING, _setting_name(tokens, 1))]
     if word == "LISTEN":
-        return [Effect(LISTEN, _name(second))]
+        return [Effect(LISTEN, folded_name(second))]
     if word == "UNLISTEN":
         return [
-            Effect(UNLISTEN, "*" if second is not None and second.text == "*" else _name(second))
+            Effect(
+                UNLISTEN, "*" if second is not None and second.text == "*" else folded_name(second)
+            )
         ]
     if word == "CREATE":
         return [Effect(TEMPORARY)] if _creates_temporary(tokens) else []
     if word == "PREPARE":
-        if _is(second, "TRANSACTION"):
+        if is_word(second, "TRANSACTION"):
             return [Effect(COMMIT)]
-        return [Effect(PREPARED, _name(second))]
+        return [Effect(PREPARED, folded_name(second))]
     if word == "DEALLOCATE":
-        target = third if _is(second, "PREPARE") else second
-        return [Effect(DEALLOCATE, "*" if _is(target, "ALL") else _name(target))]
+        target = third if is_word(second, "PREPARE") else second
+        return [Effect(DEALLOCATE, "*" if is_word(target, "ALL") else folded_name(target))]
     if word == "DECLARE":
         for i in range(len(tokens) - 1):
-            if _is(tokens[i], "WITH") and _is(tokens[i + 1], "HOLD"):
-                return [Effect(HELD_CURSOR, _name(second))]
+            if is_word(tokens[i], "WITH") and is_word(tokens[i + 1], "HOLD"):
+                return [Effect(HELD_CURSOR, folded_name(second))]
         return []
     if word == "CLOSE":
-        return [Effect(CLOSE_CURSOR, "*" if _is(second, "ALL") else _name(second))]
+        return [Effect(CLOSE_CURSOR, "*" if is_word(second, "ALL") else folded_name(second))]
     if word == "DISCARD":
-        if _is(second, "ALL"):
+        if is_word(second, "ALL"):
             return [Effect(DISCARD_ALL)]
-        if _is(second, "TEMP", "TEMPORARY"):
+        if is_word(second, "TEMP", "TEMPORARY"):
             return [Effect(DISCARD_TEMP)]
         return []
     if word == "LOAD":
@@ -370,24 +206,26 @@ def _command_effects(tokens: list[Token]) -> list[Effect]:
     if word in ("BEGIN", "START"):
         return [Effect(BEGIN)]
     if word in ("COMMIT", "END"):
-        if _is(second, "PREPARED"):
+        if is_word(second, "PREPARED"):
             return []
-        chain = any(_is(t, "CHAIN") for t in tokens) and not any(_is(t, "NO") for t in tokens)
+        chain = any(is_word(t, "CHAIN") for t in tokens) and not any(
+            is_word(t, "NO") for t in tokens
+        )
         return [Effect(COMMIT), Effect(BEGIN)] if chain else [Effect(COMMIT)]
     if word in ("ROLLBACK", "ABORT"):
-        if _is(second, "PREPARED"):
+        if is_word(second, "PREPARED"):
             return []
-        words = [t for t in tokens[1:] if not _is(t, "WORK", "TRANSACTION")]
-        if words and _is(words[0], "TO"):
-            target = words[2] if _is(_at(words, 1), "SAVEPOINT") else _at(words, 1)
-            return [Effect(ROLLBACK_TO, _name(target))]
+        rest = [t for t in tokens[1:] if not is_word(t, "WORK", "TRANSACTION")]
+        if rest and is_word(rest[0], "TO"):
+            target = rest[2] if is_word(token_at(rest, 1), "SAVEPOINT") else token_at(rest, 1)
+            return [Effect(ROLLBACK_TO, folded_name(target))]
         return [Effect(ROLLBACK)]
     if word == "SAVEPOINT":
-        return [Effect(SAVEPOINT, _name(second))]
+        return [Effect(SAVEPOINT, folded_name(second))]
     if word == "RELEASE":
-        return [Effect(RELEASE, _name(third if _is(second, "SAVEPOINT") else second))]
+        return [Effect(RELEASE, folded_name(third if is_word(second, "SAVEPOINT") else second))]
     if word == "NOTIFY":
-        return [Effect(NOTIFY, _name(second))]
+        return [Effect(NOTIFY, folded_name(second))]
     return []
 
 
@@ -395,45 +233,47 @@ _SET_ALIASES = {"SCHEMA": "search_path", "NAMES": "client_encoding", "ROLE": "ro
 
 
 def _set_effect(tokens: list[Token]) -> list[Effect]:
-    second = _at(tokens, 1)
-    if _is(second, "LOCAL", "TRANSACTION", "CONSTRAINTS"):
+    second = token_at(tokens, 1)
+    if is_word(second, "LOCAL", "TRANSACTION", "CONSTRAINTS"):
         return []  # ends with the transaction
     index = 1
-    if _is(second, "SESSION"):
-        third = _at(tokens, 2)
-        if _is(third, "AUTHORIZATION"):
+    if is_word(second, "SESSION"):
+        third = token_at(tokens, 2)
+        if is_word(third, "AUTHORIZATION"):
             return [Effect(SETTING, "session_authorization")]
-        if _is(third, "CHARACTERISTICS"):
+        if is_word(third, "CHARACTERISTICS"):
             return [Effect(SETTING, "default_transaction_characteristics")]
         index = 2
     return [Effect(SETTING, _setting_name(tokens, index))]
 
 
 def _setting_name(tokens: list[Token], index: int) -> str:
-    token = _at(tokens, index)
+    token = token_at(tokens, index)
     if token is None:
         return ""
-    if _is(token, "TIME") and _is(_at(tokens, index + 1), "ZONE"):
+    if is_word(token, "TIME") and is_word(token_at(tokens, index + 1), "ZONE"):
         return "timezone"
-    if _is(token, "SESSION") and _is(_at(tokens, index + 1), "AUTHORIZATION"):
+    if is_word(token, "SESSION") and is_word(token_at(tokens, index + 1), "AUTHORIZATION"):
         return "session_authorization"
-    if _is(token, "XML") and _is(_at(tokens, index + 1), "OPTION"):
+    if is_word(token, "XML") and is_word(token_at(tokens, index + 1), "OPTION"):
         return "xmloption"
     if token.kind == WORD and token.text in _SET_ALIASES:
         return _SET_ALIASES[token.text]
-    name = _name(token)
-    if _at(tokens, index + 1) == Token(PUNCT, "."):
-        name += "." + _name(_at(tokens, index + 2))  # a custom setting such as app.tenant
+    name = folded_name(token)
+    if token_at(tokens, index + 1) == Token(PUNCT, "."):
+        name += "." + folded_name(
+            token_at(tokens, index + 2)
+        )  # a custom setting such as app.tenant
     return name
 
 
 def _creates_temporary(tokens: list[Token]) -> bool:
     for i, token in enumerate(tokens[1:], start=1):
-        if _is(token, "TEMP", "TEMPORARY"):
+        if is_word(token, "TEMP", "TEMPORARY"):
             return True
-        if _is(token, "PG_TEMP") and _at(tokens, i + 1) == Token(PUNCT, "."):
+        if is_word(token, "PG_TEMP") and token_at(tokens, i + 1) == Token(PUNCT, "."):
             return True
-        if _is(token, "AS") or token.text == "(":
+        if is_word(token, "AS") or token.text == "(":
             return False  # past the object's name
     return False
 
@@ -441,11 +281,11 @@ def _creates_temporary(tokens: list[Token]) -> bool:
 def _into_temporary(tokens: list[Token]) -> list[Effect]:
     """SELECT ... INTO TEMP t (and INTO pg_temp.t) creates a temporary table."""
     for i, token in enumerate(tokens):
-        if _is(token, "INTO"):
-            target = _at(tokens, i + 1)
-            if _is(target, "TEMP", "TEMPORARY"):
+        if is_word(token, "INTO"):
+            target = token_at(tokens, i + 1)
+            if is_word(target, "TEMP", "TEMPORARY"):
                 return [Effect(TEMPORARY)]
-            if _is(target, "PG_TEMP") and _at(tokens, i + 2) == Token(PUNCT, "."):
+            if is_word(target, "PG_TEMP") and token_at(tokens, i + 2) == Token(PUNCT, "."):
                 return [Effect(TEMPORARY)]
     return []
 
@@ -458,7 +298,7 @@ def _set_config_effect(
     tokens: list[Token], index: int, calls: list[tuple[int, tuple[str | None, str]]]
 ) -> list[Effect]:
     """``set_config(name, value, is_local)``: a session setting unless is_local is true."""
-    arguments = _call_arguments(tokens, index + 1)
+    arguments = call_arguments(tokens, index + 1)
     if len(arguments) == 3 and len(arguments[2]) == 1:
         flag = arguments[2][0]
         if (flag.kind == WORD and flag.text in _TRUE_WORDS) or (
@@ -479,11 +319,13 @@ def _set_config_effect(
 
 def _only_set_config(tokens: list[Token], calls: list[tuple[int, tuple[str | None, str]]]) -> bool:
     """A bare ``SELECT set_config(...)[, ...]``: replaying it replays nothing else."""
-    if not _is(_at(tokens, 0), "SELECT"):
+    if not is_word(token_at(tokens, 0), "SELECT"):
         return False
     if any(name != "set_config" for _, (_, name) in calls):
         return False
-    return not any(_is(t, "FROM", "WHERE", "INTO", "UNION", "EXCEPT", "INTERSECT") for t in tokens)
+    return not any(
+        is_word(t, "FROM", "WHERE", "INTO", "UNION", "EXCEPT", "INTERSECT") for t in tokens
+    )
 
 
 def _param_index(tokens: list[Token], param: Token) -> int:
@@ -501,56 +343,12 @@ def _param_index(tokens: list[Token], param: Token) -> int:
     return -1
 
 
-def _call_arguments(tokens: list[Token], open_index: int) -> list[list[Token]]:
-    """The top-level arguments of the call whose '(' is at ``open_index``."""
-    arguments: list[list[Token]] = [[]]
-    depth = 0
-    for token in tokens[open_index:]:
-        if token.kind == PUNCT and token.text in "([":
-            depth += 1
-            if depth == 1:
-                continue
-        elif token.kind == PUNCT and token.text in ")]":
-            depth -= 1
-            if depth == 0:
-                break
-        elif token.kind == PUNCT and token.text == "," and depth == 1:
-            arguments.append([])
-            continue
-        arguments[-1].append(token)
-    return [a for a in arguments if a] if any(arguments) else []
-
-
 # --- Facts for the loss path ------------------------------------------------------------------
 
 
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-# Words that may stand before "(" without being a function call: reserved words and the
-# special syntax of expressions, clauses and type names.
-_NOT_FUNCTIONS = _words(
-    """
-    ALL AND ANY ARRAY AS ASC ASYMMETRIC BETWEEN BY CASE CAST CHECK COLLATE COLLATION COLUMN
-    CONSTRAINT CREATE CROSS DEFAULT DESC DISTINCT DO ELSE END ESCAPE EXCEPT EXISTS FALSE FETCH
-    FILTER FOR FOREIGN FROM FULL GRANT GROUP GROUPING GROUPS HAVING ILIKE IN INNER INTERSECT
-    INTO IS ISNULL JOIN KEY LATERAL LEFT LIKE LIMIT NATURAL NOT NOTNULL NULL OFFSET ON ONLY OR
-    ORDER OUTER OVER OVERLAPS PARTITION PLACING PRIMARY RANGE REFERENCES RETURNING RIGHT ROW
-    ROWS SELECT SIMILAR SOME SYMMETRIC TABLE THEN TO UESCAPE UNION UNIQUE USING VALUES VARIADIC
-    WHEN WHERE WINDOW WITH WITHIN
-    COALESCE NULLIF GREATEST LEAST EXTRACT OVERLAY POSITION SUBSTRING TRIM TREAT NORMALIZE
-    XMLATTRIBUTES XMLCONCAT XMLELEMENT XMLEXISTS XMLFOREST XMLNAMESPACES XMLPARSE XMLPI XMLROOT
-    XMLSERIALIZE XMLTABLE JSON JSON_ARRAY JSON_ARRAYAGG JSON_EXISTS JSON_OBJECT JSON_OBJECTAGG
-    JSON_QUERY JSON_SCALAR JSON_SERIALIZE JSON_TABLE JSON_VALUE MERGE_ACTION
-    CURRENT_DATE CURRENT_TIME CURRENT_TIMESTAMP LOCALTIME LOCALTIMESTAMP
-    BIGINT BIT BOOLEAN CHAR CHARACTER DEC DECIMAL DOUBLE FLOAT INT INTEGER INTERVAL NATIONAL
-    NCHAR NUMERIC PRECISION REAL SETOF SMALLINT TIME TIMESTAMP VARCHAR VARYING ZONE
-    """
-)
 _READ_FIRST_WORDS = frozenset({"SELECT", "WITH", "VALUES", "TABLE", "SHOW", "EXPLAIN"})
 # Words that make a read-looking statement write, lock, signal or keep something.
-_WRITE_WORDS = _words(
+_WRITE_WORDS = words(
     """
     INSERT UPDATE DELETE MERGE INTO COPY TRUNCATE CALL LOCK NOTIFY LISTEN PREPARE EXECUTE
     DECLARE GRANT REVOKE CREATE ALTER DROP VACUUM CLUSTER REINDEX REFRESH ANALYZE ANALYSE
@@ -578,30 +376,30 @@ class Facts:
 
 def facts_of(sql: str) -> Facts:
     tokens = list(tokenize(sql))
-    statements = _statements(tokens)
-    functions = frozenset(name for _, name in _function_calls(tokens))
+    statements = split_statements(tokens)
+    functions = frozenset(name for _, name in function_calls(tokens))
     operators = frozenset(t.text for t in tokens if t.kind == OP)
-    relations = frozenset(_names(tokens))
+    relations = frozenset(names(tokens))
     ends = any(_ends_transaction(statement) for statement in statements)
     read = len(statements) == 1 and _read_shaped(statements[0])
     return Facts(read, functions, operators, relations - functions, ends)
 
 
 def _ends_transaction(tokens: list[Token]) -> bool:
-    first, second = _at(tokens, 0), _at(tokens, 1)
-    if _is(first, *_ENDS_TRANSACTION):
+    first, second = token_at(tokens, 0), token_at(tokens, 1)
+    if is_word(first, *_ENDS_TRANSACTION):
         return True
-    if _is(first, "ROLLBACK"):
-        rest = [t for t in tokens[1:] if not _is(t, "WORK", "TRANSACTION")]
-        return not (rest and _is(rest[0], "TO"))
-    return _is(first, "PREPARE") and _is(second, "TRANSACTION")
+    if is_word(first, "ROLLBACK"):
+        rest = [t for t in tokens[1:] if not is_word(t, "WORK", "TRANSACTION")]
+        return not (rest and is_word(rest[0], "TO"))
+    return is_word(first, "PREPARE") and is_word(second, "TRANSACTION")
 
 
 def _read_shaped(tokens: list[Token]) -> bool:
     start = 0
-    while _at(tokens, start) is not None and tokens[start].text == "(":
+    while token_at(tokens, start) is not None and tokens[start].text == "(":
         start += 1
-    first = _at(tokens, start)
+    first = token_at(tokens, start)
     if first is None or first.kind != WORD or first.text not in _READ_FIRST_WORDS:
         return False
     for i, token in enumerate(tokens):
@@ -609,66 +407,9 @@ def _read_shaped(tokens: list[Token]) -> bool:
             continue
         if token.text in _WRITE_WORDS:
             return False
-        if token.text == "FOR" and _is(_at(tokens, i + 1), *_ROW_LOCKS):
+        if token.text == "FOR" and is_word(token_at(tokens, i + 1), *_ROW_LOCKS):
             return False  # SELECT ... FOR UPDATE / SHARE locks rows
     return True
-
-
-def _function_calls(tokens: Sequence[Token]) -> list[tuple[int, tuple[str | None, str]]]:
-    """(index of the name, (schema, name)) of every ``name(`` that calls a function."""
-    calls = []
-    for i in range(len(tokens) - 1):
-        token, after = tokens[i], tokens[i + 1]
-        if after.kind != PUNCT or after.text != "(" or token.kind not in (WORD, QUOTED):
-            continue
-        before = _at(tokens, i - 1)
-        if token.kind == WORD and token.text in _NOT_FUNCTIONS:
-            continue
-        if before is not None and (before.text == "::" or _is(before, "AS", "INTO")):
-            continue  # a type with its modifier, an alias's column list, INSERT INTO t(...)
-        if _column_list_of_cte(tokens, i + 1):
-            continue
-        schema = None
-        if (
-            before is not None
-            and before.text == "."
-            and i >= 2
-            and tokens[i - 2].kind in (WORD, QUOTED)
-        ):
-            schema = _name(tokens[i - 2])
-        calls.append((i, (schema, _name(token))))
-    return calls
-
-
-def _column_list_of_cte(tokens: Sequence[Token], open_index: int) -> bool:
-    """``WITH name (a, b) AS (...)``: the parentheses after the name list columns."""
-    depth = 0
-    for j in range(open_index, len(tokens)):
-        if tokens[j].kind == PUNCT and tokens[j].text == "(":
-            depth += 1
-        elif tokens[j].kind == PUNCT and tokens[j].text == ")":
-            depth -= 1
-            if depth == 0:
-                if not _is(_at(tokens, j + 1), "AS"):
-                    return False
-                k = j + 2
-                while _is(_at(tokens, k), "NOT", "MATERIALIZED"):
-                    k += 1
-                return _at(tokens, k) == Token(PUNCT, "(")
-    return False
-
-
-def _names(tokens: Sequence[Token]) -> Iterator[tuple[str | None, str]]:
-    """Every identifier, schema-qualified where written so."""
-    for i, token in enumerate(tokens):
-        if token.kind == QUOTED or (token.kind == WORD and token.text not in _NOT_FUNCTIONS):
-            if _at(tokens, i + 1) == Token(PUNCT, "."):
-                continue  # a qualifier: yielded with the name it qualifies
-            before = _at(tokens, i - 1)
-            if before is not None and before.text == "." and i >= 2:
-                yield (_name(tokens[i - 2]), _name(token))
-            else:
-                yield (None, _name(token))
 
 
 def render_effect_name(effect: Effect, params: Any) -> str:
