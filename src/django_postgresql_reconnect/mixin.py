@@ -174,6 +174,12 @@ class ReconnectMixin(_Base):
                 or not drivers.connection_is_broken(connection)
             ):
                 raise
+            state = self._reconnect
+            if state.abandoned is not None and self.in_atomic_block:
+                # The engine gave this transaction up: the rest of the block says so.
+                raise TransactionLost(alias=self.alias, reason=state.abandoned_reason) from (
+                    state.abandoned if isinstance(state.abandoned, BaseException) else None
+                )
             # The driver knows the connection is dead and nothing was sent yet (rule 1).
             recovery.found_dead(self)
             self.ensure_connection()
@@ -198,22 +204,6 @@ class ReconnectMixin(_Base):
         return wrapper
 
     # --- Where Django touches the connection outside statements --------------------------------
-
-    def ensure_connection(self) -> None:
-        state = self._reconnect
-        if (
-            self.connection is None
-            and self.in_atomic_block
-            and self.closed_in_transaction
-            and self.reconnect_options is not None
-            and state.abandoned is not None
-        ):
-            # The engine gave this transaction up: say so, rather than Django's "cannot open a
-            # new connection in an atomic block" (which stays for a close() of your own).
-            raise TransactionLost(alias=self.alias, reason=state.abandoned_reason) from (
-                state.abandoned if isinstance(state.abandoned, BaseException) else None
-            )
-        super().ensure_connection()
 
     def _set_autocommit(self, autocommit: bool) -> None:
         # Entering atomic() is the cheapest moment to find a dead connection: nothing of the

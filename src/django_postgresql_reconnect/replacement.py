@@ -80,6 +80,7 @@ def replace_connection(
     ``ask`` runs on the new connection in autocommit, before the transaction is reopened.
     """
     saved = _save_atomic(db) if keep_transaction else None
+    dead = db.connection
     db._discard_connection()
     state = db._reconnect
     state.deadline = deadline
@@ -94,6 +95,9 @@ def replace_connection(
     except BaseException:
         if saved is not None:
             _restore_atomic(db, saved)
+            # Keep the dead connection in place: Django would otherwise say "cannot open a
+            # new connection in an atomic block" where the engine says TransactionLost.
+            db.connection = db.connection or dead
             db.closed_in_transaction = True
             db.needs_rollback = True
             state.abandoned = True  # type: ignore[assignment]
@@ -145,15 +149,13 @@ def abandon_transaction(db: ReconnectMixin, error: BaseException | None, reason:
 def drop_inherited(db: ReconnectMixin) -> None:
     """A connection inherited across fork(): the child opens its own, as if it never had one."""
     state = db._reconnect
-    db._discard_connection()
     state.session = type(state.session)()
     state.carried = None
     if db.in_atomic_block:
-        db.closed_in_transaction = True
-        db.needs_rollback = True
-        state.abandoned = True  # type: ignore[assignment]
-        state.abandoned_reason = " (it was inherited from the parent process across fork())"
-        raise TransactionLost(alias=db.alias, reason=state.abandoned_reason)
+        reason = " (it was inherited from the parent process across fork())"
+        abandon_transaction(db, None, reason)  # its socket says nothing: silenced at fork
+        raise TransactionLost(alias=db.alias, reason=reason)
+    db._discard_connection()
 
 
 def elapsed(state: Any) -> float:
