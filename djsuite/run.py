@@ -1,0 +1,339 @@
+"""Django's own test suite against this ENGINE, differentially against stock Django.
+
+    python djsuite/run.py [--full] [--parallel N] [--apps a,b,...]   this virtualenv's pair
+    python djsuite/run.py --summary                                   every pair's last report
+
+Run a pair in a virtualenv that holds one Django, one driver and this package (the nox
+sessions ``djsuite-*`` make them; ``python3 dev.py djsuite`` runs them all, then the summary).
+It fetches the test suite of exactly the installed Django from PyPI, starts a throwaway
+PostgreSQL, runs the database apps with this ENGINE, then runs what failed again with
+``django.db.backends.postgresql`` on the same server: a test that fails with both says nothing
+about the engine. What failed only with the ENGINE runs once more with it, alone, so that a
+flaky test is not taken for a regression. ``--full`` runs every app with both backends instead
+of only the failures (twice the time).
+
+Reports go to ``.djsuite/results/`` (JSON, with the logs of each runtests.py run). Exit status:
+0 no regression, 1 regressions, 2 the suite itself could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = ROOT / "djsuite"
+CACHE = ROOT / ".djsuite" / "cache"
+RESULTS = ROOT / ".djsuite" / "results"
+ENGINE = "django_postgresql_reconnect.backend"
+STOCK = "django.db.backends.postgresql"
+
+#: Django's test apps that talk to the database; an app missing from a version is left out.
+APPS = [
+    *("aggregation", "aggregation_regress", "annotations", "async", "backends", "basic"),
+    *("bulk_create", "composite_pk", "constraints", "custom_lookups", "dates", "datetimes"),
+    *("db_functions", "db_utils", "delete", "expressions", "expressions_case"),
+    *("expressions_window", "fixtures", "get_or_create", "indexes", "inspectdb"),
+    *("introspection", "lookup", "migrations", "model_fields", "model_indexes", "ordering"),
+    *("postgres_tests", "prefetch_related", "queries", "queryset_pickle", "raw_query"),
+    *("schema", "select_for_update", "select_related", "test_utils", "timezones"),
+    *("transaction_hooks", "transactions", "update"),
+]
+#: Seconds one runtests.py run may take before it is stopped, so a hung test fails the pair.
+RUN_TIMEOUT = 45 * 60
+#: Lines of a traceback shown in the report (the JSON keeps all of it).
+EXCERPT_LINES = 12
+
+
+class SuiteBroken(RuntimeError):
+    """runtests.py did not get as far as running tests; the message names its log."""
+
+
+@dataclass
+class Outcome:
+    """What one runtests.py run reported: how many tests ran and which labels failed."""
+
+    tests_run: int = 0
+    problems: dict[str, dict[str, str]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def failed(self, label: str) -> bool:
+        """Whether ``label`` failed, or an error of its class or module (or in it) was seen."""
+        return any(
+            label == other or label.startswith(other + ".") or other.startswith(label + ".")
+            for other in self.problems
+        )
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true", help="run every app with stock too")
+    parser.add_argument("--parallel", type=int, default=2, help="runtests.py processes")
+    parser.add_argument("--apps", help="comma-separated apps instead of the default list")
+    parser.add_argument("--summary", action="store_true", help="tabulate the pairs' reports")
+    args = parser.parse_args(argv)
+    if args.summary:
+        return summarize()
+    try:
+        report = run_pair(args)
+    except SuiteBroken as error:
+        print(f"djsuite: {error}", file=sys.stderr)
+        return 2
+    print_report(report)
+    return 1 if report["regressions"] else 0
+
+
+def run_pair(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.monotonic()
+    version = importlib.metadata.version("Django")
+    driver = driver_name()
+    pair = f"py{python_series()}-django{'.'.join(version.split('.')[:2])}-{driver}"
+    tests_dir = fetch_tests(version)
+    wanted = args.apps.split(",") if args.apps else APPS
+    apps = [app for app in wanted if (tests_dir / app).is_dir()]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    logs = RESULTS / pair
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir()
+
+    from django_postgresql_reconnect.testing import PostgresServer
+
+    # Each parallel worker holds connections to both aliases, plus runtests' own.
+    connections = max(200, 50 * args.parallel)
+    with PostgresServer(settings={"max_connections": str(connections)}) as server:
+        postgresql = server.execute("SHOW server_version")[0][0]
+
+        def run(engine: str, labels: list[str], parallel: int, phase: str) -> Outcome:
+            print(f"djsuite {pair}: {phase}: {len(labels)} labels with {engine}", flush=True)
+            outcome = run_tests(tests_dir, server, engine, labels, parallel, logs / phase)
+            print(
+                f"djsuite {pair}: {phase}: {outcome.tests_run} tests, "
+                f"{len(outcome.problems)} failed, {outcome.seconds:.0f} s",
+                flush=True,
+            )
+            return outcome
+
+        engine = run(ENGINE, apps, args.parallel, "engine")
+        failing = sorted(engine.problems)
+        stock = Outcome()
+        if args.full:
+            stock = run(STOCK, apps, args.parallel, "stock")
+        elif failing:
+            stock = run(STOCK, failing, 1, "stock-again")
+        apparent = [label for label in failing if not stock.failed(label)]
+        again = run(ENGINE, apparent, 1, "engine-again") if apparent else Outcome()
+    regressions = [label for label in apparent if again.failed(label)]
+    report = {
+        "pair": pair,
+        "django": version,
+        "driver": f"{driver} {importlib.metadata.version(driver_distribution(driver))}",
+        "python": platform.python_version(),
+        "postgresql": postgresql,
+        "mode": "full" if args.full else "failures-again",
+        "parallel": args.parallel,
+        "apps": apps,
+        "tests_run": engine.tests_run,
+        "engine_failures": failing,
+        "also_with_stock": [label for label in failing if stock.failed(label)],
+        "regressions": [{"label": label, **engine.problems[label]} for label in regressions],
+        "flaky": [label for label in apparent if label not in regressions],
+        "only_with_stock": sorted(set(stock.problems) - set(failing)) if args.full else [],
+        "seconds": {
+            "engine": round(engine.seconds),
+            "stock": round(stock.seconds),
+            "engine_again": round(again.seconds),
+            "wall": round(time.monotonic() - started),
+        },
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "logs": str(logs.relative_to(ROOT)),
+    }
+    (RESULTS / f"{pair}.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def driver_name() -> str:
+    """The driver Django will use: psycopg 3 when it can be imported, as Django decides."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "psycopg2"
+    return "psycopg"
+
+
+def driver_distribution(driver: str) -> str:
+    if driver == "psycopg":
+        return "psycopg"
+    for name in ("psycopg2-binary", "psycopg2"):
+        try:
+            importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        return name
+    return "psycopg2"
+
+
+def python_series() -> str:
+    return "{}.{}".format(*sys.version_info[:2])
+
+
+def fetch_tests(version: str) -> Path:
+    """The ``tests/`` of Django ``version``'s source distribution, downloaded once."""
+    target = CACHE / f"django-{version}"
+    if (target / "tests" / "runtests.py").exists():
+        return target / "tests"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    print(f"djsuite: fetching the test suite of Django {version}", flush=True)
+    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"Django=={version}",
+                "-d",
+                tmp,
+            ],
+            check=True,
+        )
+        (archive,) = Path(tmp).glob("*.tar.gz")
+        staging = Path(tmp) / "extracted"
+        with tarfile.open(archive) as tar:
+            members = [m for m in tar.getmembers() if m.name.split("/")[1:2] == ["tests"]]
+            # The "data" filter refuses links out of the tree (Python 3.10.12+ has it).
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(staging, members=members, **safe)  # type: ignore[arg-type]
+        (top,) = staging.iterdir()
+        shutil.rmtree(target, ignore_errors=True)
+        top.rename(target)  # the cache holds a whole tree or none
+    return target / "tests"
+
+
+def run_tests(
+    tests_dir: Path, server: Any, engine: str, labels: list[str], parallel: int, log: Path
+) -> Outcome:
+    """Run runtests.py on ``labels`` with ``engine``; its output goes to ``log``.txt."""
+    results = log.with_suffix(".json")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        "DJSUITE_ENGINE": engine,
+        "DJSUITE_HOST": server.host,
+        "DJSUITE_PORT": str(server.port),
+        "DJSUITE_RESULTS": str(results),
+    }
+    command = [
+        sys.executable,
+        "runtests.py",
+        "--settings=dpr_settings",
+        "--noinput",
+        f"--parallel={parallel}",
+        *labels,
+    ]
+    started = time.monotonic()
+    with log.with_suffix(".txt").open("w") as output:
+        # A session of its own, so that a timeout stops the parallel workers too.
+        process = subprocess.Popen(
+            command,
+            cwd=tests_dir,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            code = process.wait(timeout=RUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise SuiteBroken(f"runtests.py took over {RUN_TIMEOUT} s; see {log}.txt") from None
+    if not results.exists():
+        raise SuiteBroken(f"runtests.py exited {code} before running tests; see {log}.txt")
+    recorded = json.loads(results.read_text())
+    return Outcome(recorded["tests_run"], recorded["problems"], time.monotonic() - started)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    failing, regressions = report["engine_failures"], report["regressions"]
+    seconds = report["seconds"]
+    print(
+        f"\n=== djsuite {report['pair']}: Django {report['django']}, {report['driver']}, "
+        f"Python {report['python']}, PostgreSQL {report['postgresql']}"
+    )
+    print(
+        f"{report['tests_run']} tests with the ENGINE ({seconds['engine']} s, "
+        f"--parallel {report['parallel']}): {len(failing)} failed or errored"
+    )
+    print(
+        f"{len(report['also_with_stock'])} of them fail with stock Django too "
+        f"({report['mode']}, {seconds['stock']} s)"
+    )
+    for label in report["also_with_stock"]:
+        print(f"    {label}")
+    if report["only_with_stock"]:
+        print(f"{len(report['only_with_stock'])} fail only with stock Django:")
+        for label in report["only_with_stock"]:
+            print(f"    {label}")
+    print(f"{len(report['flaky'])} flaky (failed once with the ENGINE, passed again alone)")
+    for label in report["flaky"]:
+        print(f"    {label}")
+    print(f"REGRESSIONS (fail with the ENGINE twice, pass with stock): {len(regressions)}")
+    for regression in regressions:
+        print(f"  {regression['label']} ({regression['outcome']})")
+        for line in excerpt(regression["traceback"]):
+            print(f"      | {line}")
+    print(f"wall time {seconds['wall']} s; logs in {report['logs']}/\n")
+
+
+def excerpt(traceback: str) -> list[str]:
+    """The opening line and the end of a traceback, where the failing line and error are."""
+    # Python 3.11+ underlines the failing expression: no news in an excerpt.
+    lines = [line for line in traceback.rstrip().splitlines() if line.strip(" ^~")]
+    if len(lines) <= EXCERPT_LINES:
+        return lines
+    return [*lines[:2], "...", *lines[-(EXCERPT_LINES - 3) :]]
+
+
+def summarize() -> int:
+    """Tabulate the last report of every pair into summary.json; 1 when any regressed."""
+    reports = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("py*.json"))]
+    if not reports:
+        print("djsuite: no reports yet in .djsuite/results/", file=sys.stderr)
+        return 2
+    print(
+        "\npair                          Django   tests  engine  also-stock  regressions"
+        "  flaky  wall(s)  finished"
+    )
+    for r in reports:
+        print(
+            f"{r['pair']:<29} {r['django']:<8} {r['tests_run']:>5} "
+            f"{len(r['engine_failures']):>7} {len(r['also_with_stock']):>11} "
+            f"{len(r['regressions']):>12} {len(r['flaky']):>6} {r['seconds']['wall']:>8}  "
+            f"{r['finished']}"
+        )
+    (RESULTS / "summary.json").write_text(json.dumps({"pairs": reports}, indent=1))
+    print(f"reports: {(RESULTS / 'summary.json').relative_to(ROOT)}")
+    return 1 if any(r["regressions"] for r in reports) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
