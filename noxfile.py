@@ -62,7 +62,7 @@ for _python, _django, _driver in MATRIX:
 @nox.session(name="djsuite-summary", python=False, tags=["djsuite"])
 def djsuite_summary(session: nox.Session) -> None:
     """Tabulate the pairs' reports (defined last, so it runs after them)."""
-    session.run(sys.executable, "djsuite/run.py", "--summary")
+    session.run(sys.executable, "djsuite/run.py", "--summary", *session.posargs)
 
 
 # A bare `nox` (dev.py matrix) runs the test matrix only; -s, -k or -t choose others.

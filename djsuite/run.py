@@ -90,12 +90,16 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="run every app with stock too")
     parser.add_argument("--parallel", type=int, default=2, help="runtests.py processes")
-    parser.add_argument("--apps", help="comma-separated apps instead of the default list")
+    parser.add_argument("--apps", help="apps or test labels, comma-separated, instead of APPS")
     parser.add_argument("--bindir", help="PostgreSQL binaries (default: see default_bindir)")
+    parser.add_argument(
+        "--known", type=Path, help="a list of diagnosed regressions, which do not fail the run"
+    )
     parser.add_argument("--summary", action="store_true", help="tabulate the pairs' reports")
     args = parser.parse_args(argv)
+    known = read_known(args.known)
     if args.summary:
-        return summarize()
+        return summarize(known)
     version = importlib.metadata.version("Django")
     pair = f"py{python_series()}-django{'.'.join(version.split('.')[:2])}-{driver_name()}"
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -107,9 +111,26 @@ def main(argv: list[str]) -> int:
         print(f"djsuite: {error}", file=sys.stderr)
         report_file.write_text(json.dumps({"pair": pair, "django": version, "broken": str(error)}))
         return 2
+    for regression in report["regressions"]:
+        regression["known"] = regression["label"] in known
     report_file.write_text(json.dumps(report, indent=1))
     print_report(report)
-    return 1 if report["regressions"] else 0
+    return 1 if new_regressions(report) else 0
+
+
+def read_known(path: Path | None) -> set[str]:
+    """The labels listed in ``path``, one a line; ``#`` starts a comment."""
+    if path is None:
+        return set()
+    lines = (line.partition("#")[0].strip() for line in path.read_text().splitlines())
+    return {line for line in lines if line}
+
+
+def new_regressions(report: dict[str, Any]) -> list[str]:
+    """The regressions of a report that no --known list names (all of a broken run's)."""
+    if "broken" in report:
+        return [report["broken"]]
+    return [r["label"] for r in report["regressions"] if not r.get("known")]
 
 
 def run_pair(args: argparse.Namespace, pair: str, version: str) -> dict[str, Any]:
@@ -117,7 +138,7 @@ def run_pair(args: argparse.Namespace, pair: str, version: str) -> dict[str, Any
     driver = driver_name()
     tests_dir = fetch_tests(version)
     wanted = args.apps.split(",") if args.apps else APPS
-    apps = [app for app in wanted if (tests_dir / app).is_dir()]
+    apps = [app for app in wanted if (tests_dir / app.split(".")[0]).is_dir()]
     logs = RESULTS / pair
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir()
@@ -361,7 +382,8 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"    {label}")
     print(f"REGRESSIONS (fail with the ENGINE twice, pass with stock): {len(regressions)}")
     for regression in regressions:
-        print(f"  {regression['label']} ({regression['outcome']})")
+        known = ", known" if regression.get("known") else ""
+        print(f"  {regression['label']} ({regression['outcome']}{known})")
         for line in excerpt(regression["traceback"]):
             print(f"      | {line}")
     print(f"wall time {seconds['wall']} s; logs in {report['logs']}/\n")
@@ -390,29 +412,41 @@ def excerpt(traceback: str) -> list[str]:
     return shortened
 
 
-def summarize() -> int:
+def summarize(known: set[str]) -> int:
     """Tabulate the last report of every pair into summary.json; 1 when any regressed."""
     reports = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("py*.json"))]
     if not reports:
         print("djsuite: no reports yet in .djsuite/results/", file=sys.stderr)
         return 2
     print(
-        "\npair                          Django   tests  engine  also-stock  regressions"
-        "  flaky  wall(s)  finished"
+        "\n| pair | Django | tests | ENGINE fails | stock fails too | regressions (new) "
+        "| flaky | wall s | finished |\n|---|---|--:|--:|--:|--:|--:|--:|---|"
     )
     for r in reports:
         if "broken" in r:
-            print(f"{r['pair']:<29} {r['django']:<8} broken: {r['broken']}")
+            print(f"| {r['pair']} | {r['django']} | broken: {r['broken']} |")
             continue
-        print(
-            f"{r['pair']:<29} {r['django']:<8} {r['tests_run']:>5} "
-            f"{len(r['engine_failures']):>7} {len(r['also_with_stock']):>11} "
-            f"{len(r['regressions']):>12} {len(r['flaky']):>6} {r['seconds']['wall']:>8}  "
-            f"{r['finished']}"
-        )
+        cells = [
+            r["pair"],
+            r["django"],
+            r["tests_run"],
+            len(r["engine_failures"]),
+            len(r["also_with_stock"]),
+            f"{len(r['regressions'])} ({len(new_regressions(r))})",
+            len(r["flaky"]),
+            r["seconds"]["wall"],
+            r["finished"],
+        ]
+        print("| " + " | ".join(str(cell) for cell in cells) + " |")
     (RESULTS / "summary.json").write_text(json.dumps({"pairs": reports}, indent=1))
     print(f"reports: {(RESULTS / 'summary.json').relative_to(ROOT)}")
-    return 1 if any(r.get("regressions", True) for r in reports) else 0
+    seen = {r["label"] for report in reports for r in report.get("regressions", [])}
+    for label in sorted(known - seen):
+        print(f"known regression passed on every pair, take it off the list: {label}")
+    failing = [report["pair"] for report in reports if new_regressions(report)]
+    if failing:
+        print(f"new regressions or broken runs: {', '.join(failing)}")
+    return 1 if failing else 0
 
 
 if __name__ == "__main__":
