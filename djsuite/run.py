@@ -1,7 +1,7 @@
 """Django's own test suite against this ENGINE, differentially against stock Django.
 
-    python djsuite/run.py [--full] [--parallel N] [--apps a,b,...]   this virtualenv's pair
-    python djsuite/run.py --summary                                   every pair's last report
+    python djsuite/run.py [--full] [--parallel N] [--apps a,b] [--suites s]   this venv's pair
+    python djsuite/run.py --summary                                           every pair's report
 
 Run a pair in a virtualenv that holds one Django, one driver and this package (the nox
 sessions ``djsuite-*`` make them; ``python3 dev.py djsuite`` runs them all, then the summary).
@@ -10,7 +10,8 @@ PostgreSQL, runs the database apps with this ENGINE, then runs what failed again
 ``django.db.backends.postgresql`` on the same server: a test that fails with both says nothing
 about the engine. What failed only with the ENGINE runs once more with it, alone, so that a
 flaky test is not taken for a regression. ``--full`` runs every app with both backends instead
-of only the failures (twice the time).
+of only the failures (twice the time). The ``postgis`` suite does the same for the PostGIS twin
+on ``gis_tests`` when the server has PostGIS and GDAL is installed (else it is skipped).
 
 Reports go to ``.djsuite/results/`` (JSON, with the logs of each runtests.py run). Exit status:
 0 no regression, 1 regressions, 2 the suite itself could not run.
@@ -19,6 +20,7 @@ Reports go to ``.djsuite/results/`` (JSON, with the logs of each runtests.py run
 from __future__ import annotations
 
 import argparse
+import ctypes.util
 import importlib.metadata
 import json
 import os
@@ -40,8 +42,11 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "djsuite"
 CACHE = ROOT / ".djsuite" / "cache"
 RESULTS = ROOT / ".djsuite" / "results"
-ENGINE = "django_postgresql_reconnect.backend"
-STOCK = "django.db.backends.postgresql"
+#: For each suite, the ENGINE under test and the stock backend that it must match.
+BACKENDS = {
+    "postgresql": ("django_postgresql_reconnect.backend", "django.db.backends.postgresql"),
+    "postgis": ("django_postgresql_reconnect.postgis", "django.contrib.gis.db.backends.postgis"),
+}
 
 #: Django's test apps that talk to the database; an app missing from a version is left out.
 APPS = [
@@ -54,6 +59,9 @@ APPS = [
     *("schema", "select_for_update", "select_related", "test_utils", "timezones"),
     *("transaction_hooks", "transactions", "update"),
 ]
+#: The apps of the postgis suite: GeoDjango's tests.
+GIS_APPS = ["gis_tests"]
+POSTGIS_AVAILABLE = "SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'"
 #: Extensions that an app's migrations create, which a server may lack (the wheel does).
 EXTENSIONS = {"db_functions": "pgcrypto", "postgres_tests": "uuid-ossp"}
 #: Where Debian installs PostgreSQL, with ICU and all of contrib.
@@ -68,6 +76,10 @@ OUR_FRAMES = ("/.djsuite/cache/", "/django/test/testcases.py", "/django_postgres
 
 class SuiteBroken(RuntimeError):
     """runtests.py did not get as far as running tests; the message names its log."""
+
+
+class SuiteSkipped(Exception):
+    """This machine lacks what the run needs (PostGIS, GDAL); the message says what."""
 
 
 @dataclass
@@ -90,6 +102,11 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="run every app with stock too")
     parser.add_argument("--parallel", type=int, default=2, help="runtests.py processes")
+    parser.add_argument(
+        "--suites",
+        default="postgresql,postgis",
+        help="postgresql (APPS with the backend), postgis (GIS_APPS with the PostGIS twin)",
+    )
     parser.add_argument("--apps", help="apps or test labels, comma-separated, instead of APPS")
     parser.add_argument("--bindir", help="PostgreSQL binaries (default: see default_bindir)")
     parser.add_argument(
@@ -100,17 +117,30 @@ def main(argv: list[str]) -> int:
     known = read_known(args.known)
     if args.summary:
         return summarize(known)
+    return max(run_suite(args, suite, known) for suite in args.suites.split(","))
+
+
+def run_suite(args: argparse.Namespace, suite: str, known: set[str]) -> int:
+    """Run one suite, report it; 0 fine, 1 a regression not in ``known``, 2 broken."""
+    gis = suite == "postgis"
     version = importlib.metadata.version("Django")
     pair = f"py{python_series()}-django{'.'.join(version.split('.')[:2])}-{driver_name()}"
+    pair += "-postgis" if gis else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
     report_file = RESULTS / f"{pair}.json"
     report_file.unlink(missing_ok=True)  # no stale report may stand for this run
     try:
-        report = run_pair(args, pair, version)
+        report = run_pair(args, pair, version, gis=gis)
     except SuiteBroken as error:
         print(f"djsuite: {error}", file=sys.stderr)
         report_file.write_text(json.dumps({"pair": pair, "django": version, "broken": str(error)}))
         return 2
+    except SuiteSkipped as reason:
+        print(f"djsuite {pair}: skipped: {reason}")
+        report_file.write_text(
+            json.dumps({"pair": pair, "django": version, "skipped": str(reason)})
+        )
+        return 0
     for regression in report["regressions"]:
         regression["known"] = regression["label"] in known
     report_file.write_text(json.dumps(report, indent=1))
@@ -130,14 +160,17 @@ def new_regressions(report: dict[str, Any]) -> list[str]:
     """The regressions of a report that no --known list names (all of a broken run's)."""
     if "broken" in report:
         return [report["broken"]]
-    return [r["label"] for r in report["regressions"] if not r.get("known")]
+    return [r["label"] for r in report.get("regressions", []) if not r.get("known")]
 
 
-def run_pair(args: argparse.Namespace, pair: str, version: str) -> dict[str, Any]:
+def run_pair(args: argparse.Namespace, pair: str, version: str, *, gis: bool) -> dict[str, Any]:
     started = time.monotonic()
     driver = driver_name()
     tests_dir = fetch_tests(version)
-    wanted = args.apps.split(",") if args.apps else APPS
+    wanted = args.apps.split(",") if args.apps else GIS_APPS if gis else APPS
+    engine_name, stock_name = BACKENDS["postgis" if gis else "postgresql"]
+    if gis and ctypes.util.find_library("gdal") is None:
+        raise SuiteSkipped("GeoDjango needs GDAL: install libgdal32 and libgeos-c1v5")
     apps = [app for app in wanted if (tests_dir / app.split(".")[0]).is_dir()]
     logs = RESULTS / pair
     shutil.rmtree(logs, ignore_errors=True)
@@ -154,6 +187,8 @@ def run_pair(args: argparse.Namespace, pair: str, version: str) -> dict[str, Any
         stand_ins = add_stand_in_collations(server)
         left_out = apps_lacking_extensions(server, apps)
         apps = [app for app in apps if app not in left_out]
+        if gis and not server.execute(POSTGIS_AVAILABLE):
+            raise SuiteSkipped(f"no PostGIS for PostgreSQL {postgresql}: install postgis")
 
         def run(engine: str, labels: list[str], parallel: int, phase: str) -> Outcome:
             print(f"djsuite {pair}: {phase}: {len(labels)} labels with {engine}", flush=True)
@@ -165,15 +200,15 @@ def run_pair(args: argparse.Namespace, pair: str, version: str) -> dict[str, Any
             )
             return outcome
 
-        engine = run(ENGINE, apps, args.parallel, "engine")
+        engine = run(engine_name, apps, args.parallel, "engine")
         failing = sorted(engine.problems)
         stock = Outcome()
         if args.full:
-            stock = run(STOCK, apps, args.parallel, "stock")
+            stock = run(stock_name, apps, args.parallel, "stock")
         elif failing:
-            stock = run(STOCK, failing, 1, "stock-again")
+            stock = run(stock_name, failing, 1, "stock-again")
         apparent = [label for label in failing if not stock.failed(label)]
-        again = run(ENGINE, apparent, 1, "engine-again") if apparent else Outcome()
+        again = run(engine_name, apparent, 1, "engine-again") if apparent else Outcome()
     regressions = [label for label in apparent if again.failed(label)]
     report = {
         "pair": pair,
@@ -423,8 +458,9 @@ def summarize(known: set[str]) -> int:
         "| flaky | wall s | finished |\n|---|---|--:|--:|--:|--:|--:|--:|---|"
     )
     for r in reports:
-        if "broken" in r:
-            print(f"| {r['pair']} | {r['django']} | broken: {r['broken']} |")
+        if "broken" in r or "skipped" in r:
+            what = "broken" if "broken" in r else "skipped"
+            print(f"| {r['pair']} | {r['django']} | {what}: {r[what]} |")
             continue
         cells = [
             r["pair"],
