@@ -164,6 +164,7 @@ def new_regressions(report: dict[str, Any]) -> list[str]:
 
 
 def run_pair(args: argparse.Namespace, pair: str, version: str, *, gis: bool) -> dict[str, Any]:
+    """Run one suite of this pair: all with the ENGINE, its failures with stock, the rest again."""
     started = time.monotonic()
     driver = driver_name()
     tests_dir = fetch_tests(version)
@@ -449,7 +450,9 @@ def excerpt(traceback: str) -> list[str]:
 
 def summarize(known: set[str]) -> int:
     """Tabulate the last report of every pair into summary.json; 1 when any regressed."""
-    reports = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("py*.json"))]
+    # Each pair's -postgis line after its plain one.
+    paths = sorted(RESULTS.glob("py*.json"), key=lambda path: path.stem.partition("-postgis"))
+    reports = [json.loads(path.read_text()) for path in paths]
     if not reports:
         print("djsuite: no reports yet in .djsuite/results/", file=sys.stderr)
         return 2
