@@ -5,6 +5,8 @@
     python3 dev.py demo [args]          an end-to-end run against a throwaway server
     python3 dev.py lint                 ruff check, ruff format --check, mypy --strict
     python3 dev.py matrix [nox args]    the Python x Django x driver matrix (nox)
+    python3 dev.py djsuite [--full]     Django's own test suite, this ENGINE against stock Django,
+                                        for each pair of the matrix (nox, djsuite/run.py)
     python3 dev.py docs [mkdocs args]   build the documentation site, strict (broken links fail)
 
 Each command first makes sure ``.venv`` exists for this Python and holds the package (editable)
@@ -40,7 +42,14 @@ NO_TESTS_COLLECTED = 5
 def main(argv: list[str]) -> int:
     if sys.version_info < (3, 10):  # noqa: UP036 (dev.py may be run by any python3)
         return fail("needs Python 3.10 or newer")
-    commands = {"test": test, "demo": demo, "lint": lint, "matrix": matrix, "docs": docs}
+    commands = {
+        "test": test,
+        "demo": demo,
+        "lint": lint,
+        "matrix": matrix,
+        "djsuite": djsuite,
+        "docs": docs,
+    }
     if not argv or argv[0] not in commands:
         print(__doc__.strip(), file=sys.stderr)
         return 2
@@ -107,6 +116,12 @@ def lint(args: list[str]) -> int:
 def matrix(args: list[str]) -> int:
     ensure_venv(["dev"])
     return subprocess.call([str(BIN / "nox"), "-f", str(ROOT / "noxfile.py"), *args], cwd=ROOT)
+
+
+def djsuite(args: list[str]) -> int:
+    ensure_venv(["dev"])
+    nox = [str(BIN / "nox"), "-f", str(ROOT / "noxfile.py"), "-t", "djsuite"]
+    return subprocess.call([*nox, "--", *args], cwd=ROOT)
 
 
 def docs(args: list[str]) -> int:

@@ -1,12 +1,16 @@
 """The support matrix: each supported Django on a Python it supports, with each driver.
 
-    python3 dev.py matrix             all sessions (virtualenvs are reused between runs)
+    python3 dev.py matrix             the `tests-*` sessions (virtualenvs are reused between runs)
     python3 dev.py matrix -s NAME     one session; `-l` lists them
+    python3 dev.py djsuite [--full]   the `djsuite-*` sessions: Django's own test suite against
+                                      this ENGINE and stock Django (djsuite/run.py), then a summary
 
 The lab tests are left out: they check the testing tools, which do not depend on Django.
 """
 
 from __future__ import annotations
+
+import sys
 
 import nox
 
@@ -39,5 +43,27 @@ def _define(python: str, django: str, driver: str) -> None:
         )
 
 
+def _define_djsuite(python: str, django: str, driver: str) -> None:
+    @nox.session(
+        name=f"djsuite-py{python}-django{django}-{driver}", python=python, tags=["djsuite"]
+    )
+    def djsuite(session: nox.Session) -> None:
+        # tblib carries the tracebacks of runtests.py's parallel workers back to the runner.
+        session.install("-e", f".[test,{DRIVERS[driver]}]", DJANGO[django], "tblib")
+        session.run("python", "djsuite/run.py", *session.posargs)
+
+
 for _python, _django, _driver in MATRIX:
     _define(_python, _django, _driver)
+for _python, _django, _driver in MATRIX:
+    _define_djsuite(_python, _django, _driver)
+
+
+@nox.session(name="djsuite-summary", python=False, tags=["djsuite"])
+def djsuite_summary(session: nox.Session) -> None:
+    """Tabulate the pairs' reports (defined last, so it runs after them)."""
+    session.run(sys.executable, "djsuite/run.py", "--summary", *session.posargs)
+
+
+# A bare `nox` (dev.py matrix) runs the test matrix only; -s, -k or -t choose others.
+nox.options.sessions = [f"tests-py{p}-django{d}-{driver}" for p, d, driver in MATRIX]
