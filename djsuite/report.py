@@ -1,5 +1,5 @@
 """What ``run.py`` found, for a person (one pair's report, the summary table) and for CI
-(which regressions are new: not in a ``--known`` list).
+(whether any pair regressed: every regression fails the run, none is listed as expected).
 
 Standard library only: the summary runs outside the pairs' virtualenvs.
 """
@@ -20,19 +20,11 @@ EXCERPT_LINES = 16
 OUR_FRAMES = ("/.djsuite/cache/", "/django/test/testcases.py", "/django_postgresql_reconnect/")
 
 
-def read_known(path: Path | None) -> set[str]:
-    """The labels listed in ``path``, one a line; ``#`` starts a comment."""
-    if path is None:
-        return set()
-    lines = (line.partition("#")[0].strip() for line in path.read_text().splitlines())
-    return {line for line in lines if line}
-
-
-def new_regressions(report: dict[str, Any]) -> list[str]:
-    """The regressions of a report that no --known list names (all of a broken run's)."""
+def failures_of(report: dict[str, Any]) -> list[str]:
+    """What fails the run: the report's regressions, or the reason its run broke."""
     if "broken" in report:
         return [report["broken"]]
-    return [r["label"] for r in report.get("regressions", []) if not r.get("known")]
+    return [r["label"] for r in report.get("regressions", [])]
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -66,8 +58,7 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"    {label}")
     print(f"REGRESSIONS (fail with the ENGINE twice, pass with stock): {len(regressions)}")
     for regression in regressions:
-        known = ", known" if regression.get("known") else ""
-        print(f"  {regression['label']} ({regression['outcome']}{known})")
+        print(f"  {regression['label']} ({regression['outcome']})")
         for line in excerpt(regression["traceback"]):
             print(f"      | {line}")
     print(f"wall time {seconds['wall']} s; logs in {report['logs']}/\n")
@@ -96,7 +87,7 @@ def excerpt(traceback: str) -> list[str]:
     return shortened
 
 
-def summarize(known: set[str]) -> int:
+def summarize() -> int:
     """Tabulate the last report of every pair into summary.json; 1 when any regressed."""
     # Each pair's -postgis line after its plain one.
     paths = sorted(RESULTS.glob("py*.json"), key=lambda path: path.stem.partition("-postgis"))
@@ -119,7 +110,7 @@ def summarize(known: set[str]) -> int:
             r["tests_run"],
             len(r["engine_failures"]),
             len(r["also_with_stock"]),
-            f"{len(r['regressions'])} ({len(new_regressions(r))})",
+            len(r["regressions"]),
             len(r["flaky"]),
             r["seconds"]["wall"],
             r["finished"],
@@ -127,10 +118,7 @@ def summarize(known: set[str]) -> int:
         print("| " + " | ".join(str(cell) for cell in cells) + " |")
     (RESULTS / "summary.json").write_text(json.dumps({"pairs": reports}, indent=1))
     print(f"reports: {(RESULTS / 'summary.json').relative_to(ROOT)}")
-    seen = {r["label"] for report in reports for r in report.get("regressions", [])}
-    for label in sorted(known - seen):
-        print(f"known regression passed on every pair, take it off the list: {label}")
-    failing = [report["pair"] for report in reports if new_regressions(report)]
+    failing = [report["pair"] for report in reports if failures_of(report)]
     if failing:
-        print(f"new regressions or broken runs: {', '.join(failing)}")
+        print(f"regressions or broken runs: {', '.join(failing)}")
     return 1 if failing else 0
