@@ -22,3 +22,8 @@ def libpq_value(value: str) -> str:
     if value and not any(char in value for char in " '\\"):
         return value
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def auth_file_value(value: str) -> str:
+    """Quote a value of PgBouncer's auth_file: in double quotes, a double quote doubled."""
+    return '"' + value.replace('"', '""') + '"'
