@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from ._quoting import literal
+from ._quoting import conninfo, literal
 
 #: No waiting on the disk: the cluster is thrown away. synchronous_commit stays on, so a
 #: commit that was acknowledged survives a crash of postgres (stop("immediate")): with fsync
@@ -38,6 +38,19 @@ def write_hba(data_dir: Path, auth: Literal["trust", "password"]) -> None:
         f"host all all ::/0 {method}",
     ]
     (data_dir / "pg_hba.conf").write_text("\n".join(hba) + "\n")
+
+
+def primary_conninfo(socket_dir: Path, port: int, user: str, application_name: str) -> str:
+    """Where a replica streams from: the primary's Unix socket, which ``write_hba`` trusts
+    for replication; the primary sees the replica as ``application_name``."""
+    return conninfo(
+        {
+            "host": str(socket_dir),
+            "port": str(port),
+            "user": user,
+            "application_name": application_name,
+        }
+    )
 
 
 def append_settings(

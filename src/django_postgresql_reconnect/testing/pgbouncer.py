@@ -32,7 +32,7 @@ from ._pgbouncer_daemon import START_TIMEOUT as START_TIMEOUT
 from ._pgbouncer_daemon import STOP_TIMEOUT as STOP_TIMEOUT
 from ._pgbouncer_daemon import find_pgbouncer as find_pgbouncer
 from ._ports import free_port
-from ._quoting import libpq_value
+from ._quoting import conninfo
 from .errors import PgBouncerError
 from .server import PostgresServer
 
@@ -264,15 +264,15 @@ class PgBouncer(LabTool):
 
     def dsn(self, dbname: str | None = None) -> str:
         """A libpq keyword/value connection string to the server's database through pgbouncer."""
-        params = {
-            "host": self.host,
-            "port": str(self._port),
-            "user": self.server.user,
-            "dbname": dbname or self.server.dbname,
-        }
-        if self.server.password:
-            params["password"] = self.server.password
-        return " ".join(f"{key}={libpq_value(value)}" for key, value in params.items())
+        return conninfo(
+            {
+                "host": self.host,
+                "port": str(self._port),
+                "user": self.server.user,
+                "dbname": dbname or self.server.dbname,
+                "password": self.server.password or None,
+            }
+        )
 
     def database_settings(
         self,

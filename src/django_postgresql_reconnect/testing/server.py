@@ -25,7 +25,7 @@ from ._pg_config import BASE_SETTINGS as BASE_SETTINGS
 from ._pg_programs import PG_CTL_TIMEOUT as PG_CTL_TIMEOUT
 from ._ports import free_port
 from ._processes import process_exists, wait_for_exit
-from ._quoting import identifier, libpq_value, literal
+from ._quoting import conninfo, identifier, literal
 from .errors import ServerError
 
 __all__ = ["PostgresServer", "ServerError"]
@@ -188,9 +188,8 @@ class PostgresServer(LabTool):
             raise ServerError(f"cannot clone from {primary!r}: it is not running")
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self._make_socket_dir()
-        source = (
-            f"host={libpq_value(str(primary.socket_dir))} port={primary.port} "
-            f"user={libpq_value(primary.user)} application_name={libpq_value(application_name)}"
+        source = _pg_config.primary_conninfo(
+            primary.socket_dir, primary.port, primary.user, application_name
         )
         result = self._programs.basebackup(self.data_dir, source)
         if result.returncode != 0:
@@ -303,15 +302,15 @@ class PostgresServer(LabTool):
 
     def dsn(self, dbname: str | None = None) -> str:
         """A libpq keyword/value connection string for TCP clients."""
-        params = {
-            "host": self.host,
-            "port": str(self._port),
-            "user": self.user,
-            "dbname": dbname or self.dbname,
-        }
-        if self.password:
-            params["password"] = self.password
-        return " ".join(f"{key}={libpq_value(value)}" for key, value in params.items())
+        return conninfo(
+            {
+                "host": self.host,
+                "port": str(self._port),
+                "user": self.user,
+                "dbname": dbname or self.dbname,
+                "password": self.password or None,
+            }
+        )
 
     def database_settings(
         self,
