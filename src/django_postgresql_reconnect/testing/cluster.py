@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from . import _logs
-from ._lifecycle import LabTool
+from ._lifecycle import LabTool, close_once
 from ._pg_config import primary_conninfo
 from ._quoting import conninfo, literal
 from .errors import ClusterError
@@ -148,11 +148,9 @@ class PostgresCluster(LabTool):
         for node in sorted(self._nodes, key=lambda node: self.role(node) != "replica"):
             node.stop(mode)
 
+    @close_once
     def close(self) -> None:
         """Stop every node at once and delete its directory; safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
         for node in self._nodes:
             node.close()
 

@@ -24,7 +24,7 @@ from typing import Any, Literal, get_args
 
 from . import _logs, _pgbouncer_daemon, _privileges
 from ._binaries import program_env
-from ._lifecycle import LabTool
+from ._lifecycle import LabTool, close_once
 from ._pgbouncer_daemon import BASE_SETTINGS as BASE_SETTINGS
 from ._pgbouncer_daemon import BINARY_ENV as BINARY_ENV
 from ._pgbouncer_daemon import SIGQUIT_SINCE as SIGQUIT_SINCE
@@ -174,12 +174,9 @@ class PgBouncer(LabTool):
         self.stop()
         self.start()
 
+    @close_once
     def close(self) -> None:
         """Stop pgbouncer and delete its directory; safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        atexit.unregister(self.close)
         try:
             self.stop()
         finally:

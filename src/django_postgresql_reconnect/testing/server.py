@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from . import _logs, _pg_config, _pg_programs, _privileges
 from ._binaries import find_bindir
-from ._lifecycle import LabTool
+from ._lifecycle import LabTool, close_once
 from ._pg_config import BASE_SETTINGS as BASE_SETTINGS
 from ._pg_programs import PG_CTL_TIMEOUT as PG_CTL_TIMEOUT
 from ._ports import free_port
@@ -229,12 +229,9 @@ class PostgresServer(LabTool):
         if self.is_running:
             self.execute("SELECT pg_reload_conf()")
 
+    @close_once
     def close(self) -> None:
         """Stop the server at once and delete its directory; safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        atexit.unregister(self.close)
         try:
             self.stop("immediate")
         except ServerError:
