@@ -340,11 +340,11 @@ class PostgresCluster(LabTool):
             "SELECT pg_last_wal_replay_lsn(),"
             " (SELECT status || ' from ' || coalesce(sender_host, '?') FROM pg_stat_wal_receiver)"
         )
-        log = _logs.tail(_logs.read_from(replica.logfile, 0), lines=15)
+        log = _logs.read_from(replica.logfile, 0)
         return (
             f"{self._name(replica)} replayed up to {replayed or '?'}, not {target} (flushed on "
             f"the primary {self._name(primary)}), within {timeout} s; its WAL receiver: "
-            f"{receiver or 'not running'}\n--- last lines of {replica.logfile} ---\n{log}"
+            f"{receiver or 'not running'}\n{_logs.last_lines(replica.logfile, log, lines=15)}"
         )
 
 

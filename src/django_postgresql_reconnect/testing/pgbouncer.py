@@ -22,8 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from . import _logs, _pgbouncer_daemon, _privileges
-from ._binaries import program_env
+from . import _logs, _pg_programs, _pgbouncer_daemon, _privileges
 from ._lifecycle import LabTool, close_once
 from ._pgbouncer_daemon import BASE_SETTINGS as BASE_SETTINGS
 from ._pgbouncer_daemon import BINARY_ENV as BINARY_ENV
@@ -31,6 +30,7 @@ from ._pgbouncer_daemon import SIGQUIT_SINCE as SIGQUIT_SINCE
 from ._pgbouncer_daemon import START_TIMEOUT as START_TIMEOUT
 from ._pgbouncer_daemon import STOP_TIMEOUT as STOP_TIMEOUT
 from ._pgbouncer_daemon import find_pgbouncer as find_pgbouncer
+from ._ports import PORT_ATTEMPTS as PORT_ATTEMPTS
 from ._ports import free_port
 from ._quoting import conninfo
 from .errors import PgBouncerError
@@ -44,8 +44,8 @@ PoolMode = Literal["session", "transaction", "statement"]
 
 #: Seconds an admin command may take; PAUSE may wait longer for sessions to end (pause()).
 CONSOLE_TIMEOUT = 10.0
-#: How often a start is retried on a fresh port when another process took the free one.
-PORT_ATTEMPTS = 3
+#: The console's psql: no psqlrc, quiet, CSV with a header row, stop on error.
+CONSOLE_PSQL_FLAGS = ("-X", "-q", "--csv", "-v", "ON_ERROR_STOP=1")
 
 
 class PgBouncer(LabTool):
@@ -149,7 +149,7 @@ class PgBouncer(LabTool):
             log = _logs.read_from(self.logfile, offset)
             raise PgBouncerError(
                 f"pgbouncer did not start on {self.host}:{self._port} ({problem})\n"
-                f"--- last lines of {self.logfile} ---\n{_logs.tail(log)}"
+                f"{_logs.last_lines(self.logfile, log)}"
             )
 
     def stop(self) -> None:
@@ -196,30 +196,20 @@ class PgBouncer(LabTool):
 
         Each row maps a column name to its text, NULL to ``""``.
         """
-        psql = [
-            str(self.server.bindir / "psql"),
-            "-X",  # no psqlrc
-            "-q",
-            "--csv",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            str(self._base),
-            "-p",
-            str(self._port),
-            "-U",
-            self.server.user,
-            "-d",
-            "pgbouncer",
-            "-c",
-            command,
-        ]
-        env = program_env() | {"PGCONNECT_TIMEOUT": "5"}
+        env = {"PGCONNECT_TIMEOUT": "5"}
         if self.server.password:
             env["PGPASSWORD"] = self.server.password
         try:
-            result = subprocess.run(
-                psql, capture_output=True, text=True, env=env, timeout=timeout, check=False
+            result = _pg_programs.psql(
+                self.server.bindir,
+                flags=CONSOLE_PSQL_FLAGS,
+                socket_dir=self._base,
+                port=self._port,
+                user=self.server.user,
+                dbname="pgbouncer",
+                command=command,
+                env=env,
+                timeout=timeout,
             )
         except subprocess.TimeoutExpired as error:
             raise PgBouncerError(f"{command!r} took over {timeout} s on {self!r}") from error

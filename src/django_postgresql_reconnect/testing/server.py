@@ -23,6 +23,7 @@ from ._binaries import find_bindir
 from ._lifecycle import LabTool, close_once
 from ._pg_config import BASE_SETTINGS as BASE_SETTINGS
 from ._pg_programs import PG_CTL_TIMEOUT as PG_CTL_TIMEOUT
+from ._ports import PORT_ATTEMPTS as PORT_ATTEMPTS
 from ._ports import free_port
 from ._processes import process_exists, wait_for_exit
 from ._quoting import conninfo, identifier, literal
@@ -34,8 +35,6 @@ StopMode = Literal["fast", "immediate", "smart"]
 
 #: Seconds that one psql call may take, so a wedged server fails a test instead of hanging it.
 PSQL_TIMEOUT = 60
-#: How often a start is retried on a fresh port when another process took the free one.
-PORT_ATTEMPTS = 3
 #: The admin sessions' application_name, so terminate_backends() never kills a sibling admin.
 ADMIN_APPLICATION_NAME = "django-postgresql-reconnect admin"
 #: Machine-readable psql: no psqlrc, unaligned, rows only, quiet, tab-separated, stop on error.
@@ -148,7 +147,7 @@ class PostgresServer(LabTool):
             raise ServerError(
                 f"postgresql did not start on {self.host}:{self._port} "
                 f"(pg_ctl exited {result.returncode}): {result.stderr.strip()}\n"
-                f"--- last lines of {self.logfile} ---\n{_logs.tail(log)}"
+                f"{_logs.last_lines(self.logfile, log)}"
             )
 
     def stop(self, mode: StopMode = "fast") -> None:
@@ -160,8 +159,8 @@ class PostgresServer(LabTool):
         if result.returncode != 0 and self.is_running:
             raise ServerError(
                 f"postgresql on port {self._port} did not stop ({mode}): "
-                f"{result.stderr.strip()}\n--- last lines of {self.logfile} ---\n"
-                f"{_logs.tail(_logs.read_from(self.logfile, 0))}"
+                f"{result.stderr.strip()}\n"
+                f"{_logs.last_lines(self.logfile, _logs.read_from(self.logfile, 0))}"
             )
         # pg_ctl returns once the pid file is gone, a moment before the process is.
         wait_for_exit(pid, deadline=time.monotonic() + PG_CTL_TIMEOUT)
