@@ -90,6 +90,7 @@ def figures(phase: Phase, key: str, threads: int) -> dict[str, Any]:
         "calls_per_s": round(score.calls / window, 1),
         "failed": score.failed,
         "outcome_unknown": score.outcome_unknown,
+        "unknown_applied": score.unknown_applied,
         "failed_beyond_unknown": score.failed - score.outcome_unknown,
         "errors": score.errors,
         "lost": score.lost,
