@@ -36,6 +36,10 @@ IMAGES = ROOT / "docs" / "img"
 README = ROOT / "README.md"
 README_START = "<!-- benchmarks:start (written by benchmarks/run.py) -->"
 README_END = "<!-- benchmarks:end -->"
+# The README is also the PyPI page, where only absolute links work (tests/test_docs.py checks).
+REPO_URL = "https://github.com/cloudblue/django-postgresql-reconnect"
+PAGE_URL = f"{REPO_URL}/blob/main/docs/benchmarks.md"
+IMAGE_URL = "https://raw.githubusercontent.com/cloudblue/django-postgresql-reconnect/main/docs/img"
 DRIVERS = {"psycopg": "psycopg 3", "psycopg2": "psycopg2"}
 
 #: Every benchmark, in the order run, with the arguments run.py gives it.
@@ -665,7 +669,7 @@ def update_readme(
         f"Measured {dates[-1] if dates else '(not yet)'} on {host['cores']} cores "
         f"({host['CPU']}), Python {host['Python']}, Django {host['Django']}, PostgreSQL "
         f"{host['PostgreSQL']}; every table, the method and the pictures: "
-        "[docs/benchmarks.md](docs/benchmarks.md).",
+        f"[docs/benchmarks.md]({PAGE_URL}).",
         "",
         *headline(results),
         "",
@@ -673,7 +677,7 @@ def update_readme(
     if "img/recovery-psycopg.svg" in images:
         block.append(
             "![Calls per 100 ms through each fault, stock Django against the engine]"
-            "(docs/img/recovery-psycopg.svg)"
+            f"({IMAGE_URL}/recovery-psycopg.svg)"
         )
     text = README.read_text()
     if README_START not in text or README_END not in text:

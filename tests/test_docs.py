@@ -57,3 +57,20 @@ def test_every_system_check_id_is_documented():
         re.findall(r"django_postgresql_reconnect\.[EW]\d{3}", (DOCS / "settings.md").read_text())
     )
     assert ids == documented
+
+
+ROOT = DOCS.parent
+REPOSITORY = "https://github.com/cloudblue/django-postgresql-reconnect/blob/main/"
+RAW = "https://raw.githubusercontent.com/cloudblue/django-postgresql-reconnect/main/"
+
+
+def test_the_readme_links_work_on_pypi_too():
+    """The README is the PyPI page: a relative link there leads nowhere, so each is absolute
+    and names a file of this repository."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", (ROOT / "README.md").read_text())
+    assert targets
+    for target in targets:
+        path = target.split("#", 1)[0]
+        assert path.startswith((REPOSITORY, RAW)), f"not absolute: {target}"
+        relative = path.removeprefix(REPOSITORY).removeprefix(RAW)
+        assert (ROOT / relative).is_file(), f"no such file in the repository: {relative}"
