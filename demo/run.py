@@ -24,10 +24,10 @@ from display import View, make_console, render_final
 from fault_lab import DATABASE, FAULTS, Fault, Lab
 from rich.text import Text
 from scoring import Score, score
-from workload import PAUSE, Worker, configure, database_entry
 
 import django_postgresql_reconnect
 from django_postgresql_reconnect.testing import FaultProxy, PostgresServer
+from workload import PAUSE, Worker, configure, database_entry
 
 STOCK, ENGINE = "stock", "engine"
 STOCK_BACKEND = "django.db.backends.postgresql"
