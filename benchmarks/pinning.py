@@ -11,8 +11,8 @@ import os
 from collections.abc import Iterable
 
 
-def pin(aliases: Iterable[str]) -> bool:
-    """Pin this process to the first CPU and each alias's backend to the second.
+def pin(aliases: Iterable[str], also: Iterable[int] = ()) -> bool:
+    """Pin this process to the first CPU, each alias's backend (and ``also``) to the second.
 
     Returns False (and changes nothing more) with one CPU, or when the server belongs to a
     user whose processes this one may not move.
@@ -31,4 +31,6 @@ def pin(aliases: Iterable[str]) -> bool:
             os.sched_setaffinity(pid, {cpus[1]})
         except OSError:
             return False
+    for pid in also:  # a proxy in between works in turn with the backend, not with us
+        os.sched_setaffinity(pid, {cpus[1]})
     return True

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from experiment import Score
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
-from scoring import Score
 
 # Wide enough for the table when the output is a file or a CI log.
 LOG_WIDTH = 120
@@ -27,9 +27,9 @@ def make_console(*, stderr: bool, no_color: bool) -> Console:
 class View:
     """Live when the console is a terminal, one line per event otherwise."""
 
-    def __init__(self, console: Console, engines: list[str], total_seconds: float) -> None:
+    def __init__(self, console: Console, columns: dict[str, str], total_seconds: float) -> None:
         self.console = console
-        self.engines = engines
+        self.columns = columns  # key -> label, in the table's order
         self.live_mode = console.is_terminal
         self.results: list[tuple[str, str, list[Score] | None]] = []  # title, note, scores
         self.current: tuple[str, Callable[[], dict[str, tuple[int, int]]]] | None = None
@@ -70,6 +70,9 @@ class View:
     def step(self, description: str, advance: float = 0.0) -> None:
         self.progress.update(self.task, description=description, advance=advance)
 
+    def waiting(self, description: str, seconds: float) -> None:
+        self.step(description, seconds)
+
     def phase_started(self, title: str, counts: Callable[[], dict[str, tuple[int, int]]]) -> None:
         self.current = (title, counts)
         if not self.live_mode:
@@ -85,7 +88,7 @@ class View:
         if not self.live_mode:
             for s in scores:
                 self.say(
-                    f"{_clock()} {title}: {s.engine:<6} calls {s.calls:>4}  failed "
+                    f"{_clock()} {title}: {self.columns[s.column]:<6} calls {s.calls:>4}  failed "
                     f"{s.failed:>4}  recovered {_recovery(s).plain:<8} lost {s.lost}  "
                     f"duplicated {s.duplicated}  {_note(s).plain}"
                 )
@@ -98,15 +101,15 @@ class View:
     def _render(self) -> RenderableType:
         if self._finished:
             return self.progress
-        return Group(self.progress, results_table(self.engines, self.results, self.current))
+        return Group(self.progress, results_table(self.columns, self.results, self.current))
 
 
 def results_table(
-    engines: list[str],
+    columns: dict[str, str],
     results: list[tuple[str, str, list[Score] | None]],
     current: tuple[str, Callable[[], dict[str, tuple[int, int]]]] | None = None,
 ) -> Table:
-    """One heading row per fault, one row per engine under it; fits in 80 columns."""
+    """One heading row per fault, one row per column under it; fits in 80 columns."""
     table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, collapse_padding=True)
     table.add_column("fault / engine", no_wrap=True)
     table.add_column("calls", justify="right")
@@ -131,7 +134,7 @@ def results_table(
         table.add_row(Text(title, style="bold"))
         for s in scores:
             table.add_row(
-                f"  {s.engine}",
+                f"  {columns[s.column]}",
                 str(s.calls),
                 Text(str(s.failed), style="red" if s.failed else "green"),
                 _recovery(s),
@@ -143,11 +146,11 @@ def results_table(
         title, counts = current
         live = counts()
         table.add_row(Text(title, style="bold"))
-        for engine in engines:
-            calls, failed = live.get(engine, (0, 0))
+        for key, label in columns.items():
+            calls, failed = live.get(key, (0, 0))
             waiting = Text("…", style="dim")
             table.add_row(
-                f"  {engine}",
+                f"  {label}",
                 str(calls),
                 Text(str(failed), style="red" if failed else ""),
                 waiting,
@@ -185,13 +188,17 @@ def _note(s: Score) -> Text:
     return Text("; ".join(notes), style="dim")
 
 
-def errors_seen(results: list[tuple[str, str, list[Score] | None]]) -> list[str]:
-    """Each engine's distinct first errors, with the faults that raised them."""
+def errors_seen(
+    columns: dict[str, str], results: list[tuple[str, str, list[Score] | None]]
+) -> list[str]:
+    """Each column's distinct first errors, with the faults that raised them."""
     seen: dict[tuple[str, str], list[str]] = {}
     for title, _, scores in results:
         for s in scores or []:
             if s.first_error:
-                seen.setdefault((s.engine, _first_sentence(s.first_error)), []).append(title)
+                seen.setdefault((columns[s.column], _first_sentence(s.first_error)), []).append(
+                    title
+                )
     return [f"{engine}: {error} ({', '.join(titles)})" for (engine, error), titles in seen.items()]
 
 
@@ -214,19 +221,19 @@ def _clock() -> str:
 
 def render_final(
     console: Console,
-    engines: list[str],
+    columns: dict[str, str],
     results: list[tuple[str, str, list[Score] | None]],
     legend: list[tuple[str, str]],
     verdict: Text,
 ) -> None:
-    console.print(results_table(engines, results))
+    console.print(results_table(columns, results))
     footer = Table.grid(padding=(0, 1))
     footer.add_column(style="dim", no_wrap=True)
     footer.add_column(style="dim")
     for title, why, scores in results:
         if scores is None:
             footer.add_row("skipped", f"{title}: {why}")
-    for index, line in enumerate(errors_seen(results)):
+    for index, line in enumerate(errors_seen(columns, results)):
         footer.add_row("errors" if index == 0 else "", line)
     for label, line in legend:
         footer.add_row(label, line)

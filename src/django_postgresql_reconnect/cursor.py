@@ -373,8 +373,20 @@ class ReconnectServerCursorDebugWrapper(_ServerSide, PostgresDebugWrapper):
     pass
 
 
+if _PG3:
+    from psycopg import ServerCursor as _ServerCursor
+
+    def _named(cursor: Any) -> bool:
+        return isinstance(cursor, _ServerCursor)
+
+else:
+
+    def _named(cursor: Any) -> bool:
+        return cursor.name is not None  # psycopg2 gives every cursor a name, None or not
+
+
 def wrapper_class(cursor: Any, *, debug: bool) -> type[CursorWrapper]:
-    if getattr(cursor, "name", None):
+    if _named(cursor):
         return ReconnectServerCursorDebugWrapper if debug else ReconnectServerCursorWrapper
     return ReconnectCursorDebugWrapper if debug else ReconnectCursorWrapper
 

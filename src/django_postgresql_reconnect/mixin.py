@@ -200,7 +200,10 @@ class ReconnectMixin(_Base):
 
     def _wrap_cursor(self, cursor: Any, *, debug: bool) -> Any:
         wrapper = wrapper_class(cursor, debug=debug)(cursor, self)
-        wrapper._link = self._current_link()  # type: ignore[attr-defined]
+        link = self._reconnect.link
+        if link is None or link.connection is not self.connection:
+            link = self._adopt_connection()
+        wrapper._link = link  # type: ignore[attr-defined]
         return wrapper
 
     # --- Where Django touches the connection outside statements --------------------------------

@@ -23,8 +23,6 @@ import re
 import socket
 from typing import Literal
 
-from .rejection_texts import ENCRYPTION_FAILURES, SERVER_REJECTIONS, SEVERITIES
-
 __all__ = [
     "encryption_failure",
     "host_lookup_failure",
@@ -211,6 +209,8 @@ def _server_table() -> tuple[dict[str, str], list[tuple[_Parts, str]]]:
     """The texts without placeholders by text, and the others as (parts, SQLSTATE)."""
     exact: dict[str, str] = {}
     templates: list[tuple[_Parts, str]] = []
+    from .rejection_texts import SERVER_REJECTIONS  # a large table: loaded on first failure
+
     for english, (sqlstate, translations) in SERVER_REJECTIONS.items():
         for text in _texts(english, translations):
             parts = _parts(text)
@@ -240,6 +240,8 @@ def _severity_line() -> re.Pattern[str]:
     colon before an unknown word keeps out libpq's DETAIL and HINT lines, which start a line,
     and a few translated client messages with two spaces after a colon (Korean, Hebrew).
     """
+    from .rejection_texts import SEVERITIES
+
     words = sorted(SEVERITIES, key=len, reverse=True)
     known = "|".join(re.escape(word) for word in words)
     return re.compile(
@@ -248,11 +250,17 @@ def _severity_line() -> re.Pattern[str]:
     )
 
 
+def _encryption_failures() -> dict[str, dict[str, tuple[str, ...]]]:
+    from .rejection_texts import ENCRYPTION_FAILURES
+
+    return ENCRYPTION_FAILURES
+
+
 @functools.cache
 def _encryption_table() -> list[tuple[_Parts, str]]:
     """Every text of libpq's encryption failures as (parts, English text)."""
     return [
         (_parts(text), english)
-        for english, translations in ENCRYPTION_FAILURES.items()
+        for english, translations in _encryption_failures().items()
         for text in _texts(english, translations)
     ]

@@ -2,12 +2,15 @@
 
 One definition, so that ``with Tool(...) as tool:`` means the same for each of them: started
 on entry (and everything cleaned up if starting fails half-way), closed on exit whatever
-happened inside.
+happened inside; and, with ``close_once``, so that a final ``close()`` is final the same way.
 """
 
 from __future__ import annotations
 
 import abc
+import atexit
+import functools
+from collections.abc import Callable
 from types import TracebackType
 from typing import TypeVar
 
@@ -16,6 +19,9 @@ _Tool = TypeVar("_Tool", bound="LabTool")
 
 class LabTool(abc.ABC):
     """A resource a test starts, may stop and start again, and finally closes."""
+
+    #: Whether ``close()`` ran, for a tool whose ``close()`` is final (``close_once``).
+    _closed: bool
 
     @abc.abstractmethod
     def start(self) -> None:
@@ -41,3 +47,23 @@ class LabTool(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def close_once(close: Callable[[_Tool], None]) -> Callable[[_Tool], None]:
+    """Make a tool's ``close()`` final, and safe to call twice.
+
+    The first call marks the tool closed and drops the exit hook that
+    ``atexit.register(self.close)`` may have set (what was closed by hand is not closed
+    again at exit), then runs ``close``; later calls do nothing. The tool sets
+    ``self._closed = False`` when made, and refuses to ``start()`` once it is True.
+    """
+
+    @functools.wraps(close)
+    def close_first_time(self: _Tool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        close(self)
+
+    return close_first_time

@@ -30,3 +30,9 @@ def read_from(path: Path, offset: int) -> str:
 def tail(text: str, lines: int = 30) -> str:
     """The last ``lines`` lines of ``text``, for a message; ``(empty)`` if there are none."""
     return "\n".join(text.strip().splitlines()[-lines:]) or "(empty)"
+
+
+def last_lines(path: Path, text: str, lines: int = 30) -> str:
+    """The end of ``text``, read from the log at ``path``, under a heading that names it: the
+    part of an error message that shows what the daemon said."""
+    return f"--- last lines of {path} ---\n{tail(text, lines)}"

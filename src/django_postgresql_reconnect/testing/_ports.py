@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import socket
 
+#: How often a start is retried on a fresh port when another process took the free one.
+PORT_ATTEMPTS = 3
+
 
 def free_port(host: str) -> int:
     """A port that nothing listens on at ``host`` now.

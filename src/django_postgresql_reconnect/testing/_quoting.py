@@ -6,6 +6,8 @@ configuration file or a connection string unescaped.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 def literal(value: str) -> str:
     """Quote a SQL string literal, which is also a postgresql.conf string value."""
@@ -22,3 +24,16 @@ def libpq_value(value: str) -> str:
     if value and not any(char in value for char in " '\\"):
         return value
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def conninfo(params: Mapping[str, str | None]) -> str:
+    """A libpq keyword/value connection string of ``params``; a None value leaves its
+    keyword out (a password that is not set, say)."""
+    return " ".join(
+        f"{key}={libpq_value(value)}" for key, value in params.items() if value is not None
+    )
+
+
+def auth_file_value(value: str) -> str:
+    """Quote a value of PgBouncer's auth_file: in double quotes, a double quote doubled."""
+    return '"' + value.replace('"', '""') + '"'

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from . import _logs
-from ._lifecycle import LabTool
-from ._quoting import libpq_value, literal
+from ._lifecycle import LabTool, close_once
+from ._pg_config import primary_conninfo
+from ._quoting import conninfo, literal
 from .errors import ClusterError
 from .server import PG_CTL_TIMEOUT, PostgresServer, StopMode
 
@@ -147,11 +148,9 @@ class PostgresCluster(LabTool):
         for node in sorted(self._nodes, key=lambda node: self.role(node) != "replica"):
             node.stop(mode)
 
+    @close_once
     def close(self) -> None:
         """Stop every node at once and delete its directory; safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
         for node in self._nodes:
             node.close()
 
@@ -189,7 +188,8 @@ class PostgresCluster(LabTool):
         self._roles[index] = "primary"
         for replica in self.replicas:
             # primary_conninfo is reloadable: the replica's WAL receiver restarts on it.
-            replica.configure({"primary_conninfo": self._conninfo(node, replica)})
+            source = primary_conninfo(node.socket_dir, node.port, node.user, self._name(replica))
+            replica.configure({"primary_conninfo": source})
         logger.info("cluster: %s promoted; %r", self._name(node), self)
 
     def demote(self, node: PostgresServer, *, to: DemoteTo = "replica") -> None:
@@ -266,16 +266,16 @@ class PostgresCluster(LabTool):
     ) -> str:
         """A libpq connection string listing every node, for libpq to pick one by role."""
         first = self._nodes[0]
-        params = {
-            "host": ",".join(node.host for node in self._nodes),
-            "port": ",".join(str(node.port) for node in self._nodes),
-            "user": first.user,
-            "dbname": dbname or first.dbname,
-            "target_session_attrs": _checked(target_session_attrs),
-        }
-        if first.password:
-            params["password"] = first.password
-        return " ".join(f"{key}={libpq_value(value)}" for key, value in params.items())
+        return conninfo(
+            {
+                "host": ",".join(node.host for node in self._nodes),
+                "port": ",".join(str(node.port) for node in self._nodes),
+                "user": first.user,
+                "dbname": dbname or first.dbname,
+                "target_session_attrs": _checked(target_session_attrs),
+                "password": first.password or None,
+            }
+        )
 
     def database_settings(
         self,
@@ -333,16 +333,6 @@ class PostgresCluster(LabTool):
         """The node's name in messages, and its application_name as a replica."""
         return f"node{self._index(node)}"
 
-    def _conninfo(self, primary: PostgresServer, replica: PostgresServer) -> str:
-        """Where ``replica`` streams from: the primary's Unix socket, trusted for replication."""
-        params = {
-            "host": str(primary.socket_dir),
-            "port": str(primary.port),
-            "user": primary.user,
-            "application_name": self._name(replica),
-        }
-        return " ".join(f"{key}={libpq_value(value)}" for key, value in params.items())
-
     def _lagging(
         self, replica: PostgresServer, primary: PostgresServer, target: str, timeout: float
     ) -> str:
@@ -350,11 +340,11 @@ class PostgresCluster(LabTool):
             "SELECT pg_last_wal_replay_lsn(),"
             " (SELECT status || ' from ' || coalesce(sender_host, '?') FROM pg_stat_wal_receiver)"
         )
-        log = _logs.tail(_logs.read_from(replica.logfile, 0), lines=15)
+        log = _logs.read_from(replica.logfile, 0)
         return (
             f"{self._name(replica)} replayed up to {replayed or '?'}, not {target} (flushed on "
             f"the primary {self._name(primary)}), within {timeout} s; its WAL receiver: "
-            f"{receiver or 'not running'}\n--- last lines of {replica.logfile} ---\n{log}"
+            f"{receiver or 'not running'}\n{_logs.last_lines(replica.logfile, log, lines=15)}"
         )
 
 

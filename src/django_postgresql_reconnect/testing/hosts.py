@@ -32,7 +32,7 @@ from typing import Any
 
 from . import _privileges
 from ._binaries import find_program
-from ._lifecycle import LabTool
+from ._lifecycle import LabTool, close_once
 from .errors import PrivateHostsError
 
 __all__ = ["PrivateHosts", "PrivateHostsError"]
@@ -109,12 +109,9 @@ class PrivateHosts(LabTool):
         ]
         self._probe()
 
+    @close_once
     def close(self) -> None:
         """Delete the file; children already running keep the last version they saw."""
-        if self._closed:
-            return
-        self._closed = True
-        atexit.unregister(self.close)
         if self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
 

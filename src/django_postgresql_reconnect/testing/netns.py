@@ -24,7 +24,7 @@ from typing import Any
 
 from . import _privileges
 from ._binaries import find_program
-from ._lifecycle import LabTool
+from ._lifecycle import LabTool, close_once
 from .errors import SilentLinkError
 from .server import PostgresServer
 
@@ -162,12 +162,9 @@ class SilentLink(LabTool):
         server.start()
         return server
 
+    @close_once
     def close(self) -> None:
         """Stop the server and delete every table, link and namespace made; safe twice."""
-        if self._closed:
-            return
-        self._closed = True
-        atexit.unregister(self.close)
         if self._server is not None:
             try:
                 self._server.close()

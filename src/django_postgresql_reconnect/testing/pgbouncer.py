@@ -15,23 +15,24 @@ from __future__ import annotations
 
 import atexit
 import csv
-import functools
 import logging
-import os
-import re
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from . import _logs, _privileges
-from ._binaries import find_program, program_env
-from ._lifecycle import LabTool
+from . import _logs, _pg_programs, _pgbouncer_daemon, _privileges
+from ._lifecycle import LabTool, close_once
+from ._pgbouncer_daemon import BASE_SETTINGS as BASE_SETTINGS
+from ._pgbouncer_daemon import BINARY_ENV as BINARY_ENV
+from ._pgbouncer_daemon import SIGQUIT_SINCE as SIGQUIT_SINCE
+from ._pgbouncer_daemon import START_TIMEOUT as START_TIMEOUT
+from ._pgbouncer_daemon import STOP_TIMEOUT as STOP_TIMEOUT
+from ._pgbouncer_daemon import find_pgbouncer as find_pgbouncer
+from ._ports import PORT_ATTEMPTS as PORT_ATTEMPTS
 from ._ports import free_port
-from ._quoting import libpq_value
+from ._quoting import conninfo
 from .errors import PgBouncerError
 from .server import PostgresServer
 
@@ -41,35 +42,10 @@ logger = logging.getLogger("django_postgresql_reconnect.testing")
 
 PoolMode = Literal["session", "transaction", "statement"]
 
-#: Set to the pgbouncer program to use when it is not on PATH or in an sbin directory.
-BINARY_ENV = "DPR_PGBOUNCER"
-#: Seconds that pgbouncer may take to listen, or to exit when stopped.
-START_TIMEOUT = 10.0
-STOP_TIMEOUT = 10.0
 #: Seconds an admin command may take; PAUSE may wait longer for sessions to end (pause()).
 CONSOLE_TIMEOUT = 10.0
-#: How often a start is retried on a fresh port when another process took the free one.
-PORT_ATTEMPTS = 3
-#: pgbouncer's defaults that would slow a test down, and the startup parameter that some
-#: drivers send and pgbouncer refuses unless told to ignore it.
-BASE_SETTINGS = {
-    # After a failed login to the server (it was restarting), pgbouncer fails every client
-    # at once for this long: 15 s by default.
-    "server_login_retry": "0.2",
-    "ignore_startup_parameters": "extra_float_digits",
-    "max_client_conn": "200",
-}
-#: From this version on SIGTERM waits for every client to leave; SIGQUIT exits at once.
-SIGQUIT_SINCE = (1, 23)
-
-
-def find_pgbouncer() -> Path | None:
-    """The pgbouncer program: ``$DPR_PGBOUNCER``, else on PATH or in sbin; None if absent."""
-    configured = os.environ.get(BINARY_ENV)
-    if configured:
-        path = Path(configured)
-        return path if path.is_file() and os.access(path, os.X_OK) else None
-    return find_program("pgbouncer")
+#: The console's psql: no psqlrc, quiet, CSV with a header row, stop on error.
+CONSOLE_PSQL_FLAGS = ("-X", "-q", "--csv", "-v", "ON_ERROR_STOP=1")
 
 
 class PgBouncer(LabTool):
@@ -173,7 +149,7 @@ class PgBouncer(LabTool):
             log = _logs.read_from(self.logfile, offset)
             raise PgBouncerError(
                 f"pgbouncer did not start on {self.host}:{self._port} ({problem})\n"
-                f"--- last lines of {self.logfile} ---\n{_logs.tail(log)}"
+                f"{_logs.last_lines(self.logfile, log)}"
             )
 
     def stop(self) -> None:
@@ -182,7 +158,7 @@ class PgBouncer(LabTool):
         if process is None:
             return
         if process.poll() is None:
-            process.send_signal(_immediate_shutdown_signal(self.binary))
+            process.send_signal(_pgbouncer_daemon.immediate_shutdown_signal(self.binary))
             try:
                 process.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -198,12 +174,9 @@ class PgBouncer(LabTool):
         self.stop()
         self.start()
 
+    @close_once
     def close(self) -> None:
         """Stop pgbouncer and delete its directory; safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        atexit.unregister(self.close)
         try:
             self.stop()
         finally:
@@ -223,30 +196,20 @@ class PgBouncer(LabTool):
 
         Each row maps a column name to its text, NULL to ``""``.
         """
-        psql = [
-            str(self.server.bindir / "psql"),
-            "-X",  # no psqlrc
-            "-q",
-            "--csv",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            str(self._base),
-            "-p",
-            str(self._port),
-            "-U",
-            self.server.user,
-            "-d",
-            "pgbouncer",
-            "-c",
-            command,
-        ]
-        env = program_env() | {"PGCONNECT_TIMEOUT": "5"}
+        env = {"PGCONNECT_TIMEOUT": "5"}
         if self.server.password:
             env["PGPASSWORD"] = self.server.password
         try:
-            result = subprocess.run(
-                psql, capture_output=True, text=True, env=env, timeout=timeout, check=False
+            result = _pg_programs.psql(
+                self.server.bindir,
+                flags=CONSOLE_PSQL_FLAGS,
+                socket_dir=self._base,
+                port=self._port,
+                user=self.server.user,
+                dbname="pgbouncer",
+                command=command,
+                env=env,
+                timeout=timeout,
             )
         except subprocess.TimeoutExpired as error:
             raise PgBouncerError(f"{command!r} took over {timeout} s on {self!r}") from error
@@ -288,15 +251,15 @@ class PgBouncer(LabTool):
 
     def dsn(self, dbname: str | None = None) -> str:
         """A libpq keyword/value connection string to the server's database through pgbouncer."""
-        params = {
-            "host": self.host,
-            "port": str(self._port),
-            "user": self.server.user,
-            "dbname": dbname or self.server.dbname,
-        }
-        if self.server.password:
-            params["password"] = self.server.password
-        return " ".join(f"{key}={libpq_value(value)}" for key, value in params.items())
+        return conninfo(
+            {
+                "host": self.host,
+                "port": str(self._port),
+                "user": self.server.user,
+                "dbname": dbname or self.server.dbname,
+                "password": self.server.password or None,
+            }
+        )
 
     def database_settings(
         self,
@@ -321,97 +284,30 @@ class PgBouncer(LabTool):
     # -- internals -------------------------------------------------------------------------
 
     def _write_config(self) -> None:
-        # Passwords in clear: pgbouncer needs them to log in to the server with SCRAM on
-        # the client's behalf, and checks the clients' SCRAM against them.
-        users = self.config_file.with_name("userlist.txt")
-        users.write_text(f"{_quoted(self.server.user)} {_quoted(self.server.password or '')}\n")
-        users.chmod(0o600)
-        server = f"host={self.upstream_host} port={self.upstream_port}"
-        settings = {
-            "listen_addr": self.host,
-            "listen_port": str(self._port),
-            "unix_socket_dir": str(self._base),
-            "auth_type": "scram-sha-256" if self.server.password else "trust",
-            "auth_file": str(users),
-            "admin_users": self.server.user,
-            "pool_mode": self.pool_mode,
-            **BASE_SETTINGS,
-            **self.settings,
-        }
-        lines = [
-            "[databases]",
-            f"* = {server}",  # every database name, to the same name on the server
-            "",
-            "[pgbouncer]",
-            *(f"{key} = {value}" for key, value in settings.items()),
-        ]
-        self.config_file.write_text("\n".join(lines) + "\n")
-        for path in (self.config_file, users):
-            _privileges.give_to(path, self._account)
+        _pgbouncer_daemon.write_config(
+            self.config_file,
+            listen_host=self.host,
+            listen_port=self._port,
+            socket_dir=self._base,
+            upstream_host=self.upstream_host,
+            upstream_port=self.upstream_port,
+            user=self.server.user,
+            password=self.server.password,
+            pool_mode=self.pool_mode,
+            settings=self.settings,
+            account=self._account,
+        )
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        argv, as_account = _privileges.as_account(
-            [str(self.binary), str(self.config_file)], self._account
-        )
-        # Run in the foreground, logging to stderr: the log is ours to read, the process
-        # ours to signal, with no pidfile to go stale.
-        with self.logfile.open("ab") as log:
-            try:
-                return subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=self._base,
-                    env=program_env(),
-                    **as_account,
-                )
-            except OSError as error:
-                raise PgBouncerError(f"could not run {self.binary}: {error}") from error
+        return _pgbouncer_daemon.spawn(self.binary, self.config_file, self.logfile, self._account)
 
     def _wait_until_listening(self, offset: int) -> str | None:
-        """Wait for the log to say pgbouncer listens on our port; return the problem if not.
-
-        The log decides, not a test connection: pgbouncer that cannot bind the TCP port
-        only warns and carries on with its Unix socket, and another process on that port
-        would answer the connection.
-        """
         assert self._process is not None
-        host = re.escape(self.host.strip("[]"))
-        listening = re.compile(rf"listening on \[?{host}\]?:{self._port}\b")
-        port_taken = re.compile(rf"cannot listen on \[?{host}\]?:{self._port}\b")
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            log = _logs.read_from(self.logfile, offset)
-            if port_taken.search(log):
-                return "port taken"
-            if listening.search(log):
-                return None
-            if self._process.poll() is not None:
-                return f"it exited with {self._process.returncode}"
-            time.sleep(0.01)
-        return f"it did not listen within {START_TIMEOUT} s"
+        return _pgbouncer_daemon.wait_until_listening(
+            self._process, self.logfile, offset, self.host, self._port
+        )
 
     def _kill(self) -> None:
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait(STOP_TIMEOUT)
+        if self._process is not None:
+            _pgbouncer_daemon.kill(self._process)
         self._process = None
-
-
-@functools.cache
-def _immediate_shutdown_signal(binary: Path) -> signal.Signals:
-    """SIGTERM shuts pgbouncer down at once up to 1.22; from 1.23 it waits for clients to
-    leave, and SIGQUIT is the immediate one."""
-    output = subprocess.run(
-        [str(binary), "--version"], capture_output=True, text=True, check=False
-    ).stdout
-    match = re.search(r"PgBouncer (\d+)\.(\d+)", output)
-    version = (int(match[1]), int(match[2])) if match else SIGQUIT_SINCE
-    return signal.SIGQUIT if version >= SIGQUIT_SINCE else signal.SIGTERM
-
-
-def _quoted(value: str) -> str:
-    """A value of pgbouncer's auth_file: in double quotes, a double quote doubled."""
-    return '"' + value.replace('"', '""') + '"'

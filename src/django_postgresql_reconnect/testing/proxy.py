@@ -1,10 +1,10 @@
 """A TCP proxy between a client and PostgreSQL that injects the faults a network can cause.
 
 The proxy runs an asyncio loop in a daemon thread; every control method hands its work to
-that loop and waits a bounded time, so a test never hangs on the proxy itself. It follows
-the wire protocol in both directions (``_wire``), which lets it count what clients sent and
-lose exactly one reply (``swallow_reply``): the case where the server committed and the
-client never heard.
+that loop and waits a bounded time, so a test never hangs on the proxy itself. Each
+connection (``_proxy_session``) follows the wire protocol in both directions (``_wire``),
+which lets it count what clients sent and lose exactly one reply (``swallow_reply``): the
+case where the server committed and the client never heard.
 
 Standard library only.
 """
@@ -17,15 +17,16 @@ import contextlib
 import logging
 import math
 import re
-import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 from ._lifecycle import LabTool
-from ._wire import Conversation
+from ._proxy_session import CHUNK_SIZE as CHUNK_SIZE
+from ._proxy_session import Counters, Faults, Session, Swallow, abort_with_rst, text_pattern
+from ._proxy_session import ProxyConnection as ProxyConnection
+from ._proxy_session import Then as Then
 from .errors import ProxyError
 
 __all__ = ["FaultProxy", "ProxyConnection", "ProxyError"]
@@ -34,130 +35,6 @@ logger = logging.getLogger("django_postgresql_reconnect.testing")
 
 #: Seconds a control method waits for the proxy's loop before it gives up.
 CONTROL_TIMEOUT = 5.0
-#: Bytes read from a socket at a time.
-CHUNK_SIZE = 65536
-
-Then = Literal["reset", "blackhole"]
-
-
-class ProxyConnection:
-    """One client connection through the proxy and what its client sent."""
-
-    def __init__(self, client_port: int) -> None:
-        self.client_port = client_port
-        self.statements: list[str] = []
-        self.round_trips = 0
-        self.closed = False
-
-    def __repr__(self) -> str:
-        state = "closed" if self.closed else "open"
-        return (
-            f"<ProxyConnection client_port={self.client_port} {state} "
-            f"statements={len(self.statements)} round_trips={self.round_trips}>"
-        )
-
-
-class _Swallow:
-    """An armed ``swallow_reply``: which statement, and what to do to the client after."""
-
-    def __init__(self, pattern: re.Pattern[str], then: Then) -> None:
-        self.pattern = pattern
-        self.then = then
-        self.fired = threading.Event()
-
-
-class _Session:
-    """The proxy's side of one connection: both sockets and the protocol state between them."""
-
-    def __init__(
-        self,
-        proxy: FaultProxy,
-        record: ProxyConnection,
-        client: asyncio.StreamWriter,
-    ) -> None:
-        self.proxy = proxy
-        self.record = record
-        self.client = client
-        self.upstream: asyncio.StreamWriter | None = None
-        self.tasks: list[asyncio.Task[None]] = []
-        self.conversation = Conversation(f"connection from port {record.client_port}")
-        # ReadyForQuery bookkeeping, to find the reply that a swallow must drop.
-        self.ready_expected = 0
-        self.ready_seen = 0
-        self.swallow: _Swallow | None = None
-        self.swallow_ready = 0
-        self.silenced = False
-
-    # -- the frontend stream ---------------------------------------------------------------
-
-    def read_frontend(self, data: bytes) -> None:
-        """Count the client's statements and arm a swallow when one matches."""
-        for request in self.conversation.client_sent(data):
-            if request.sql is not None:
-                self._statement(request.sql)
-            if request.awaits_ready:
-                self.ready_expected += 1
-            if request.ends_round_trip:
-                self.proxy._record_round_trip(self.record)
-
-    def _statement(self, sql: str) -> None:
-        self.proxy._record_statement(self.record, sql)
-        swallow = self.proxy._swallow
-        if swallow is not None and self.swallow is None and swallow.pattern.search(sql):
-            self.proxy._swallow = None
-            self.swallow = swallow
-            # The reply ends with the next ReadyForQuery the client causes: the Query's
-            # own, or the one of the Sync that follows an Execute.
-            self.swallow_ready = self.ready_expected + 1
-            logger.info(
-                "swallowing the reply to %r on the connection from port %d",
-                sql[:80],
-                self.record.client_port,
-            )
-
-    # -- the backend stream ----------------------------------------------------------------
-
-    def read_backend(self, data: bytes) -> tuple[bytes, bool]:
-        """Return the bytes to pass on to the client, and whether a swallow just finished."""
-        forward = bytearray()
-        for chunk in self.conversation.server_sent(data):
-            if chunk.is_ready_for_query:
-                self.ready_seen += 1
-            if self.swallow is not None and self.ready_seen >= self.swallow_ready - (
-                0 if chunk.is_ready_for_query else 1
-            ):
-                # Inside the reply to drop: from after the previous ReadyForQuery through its own
-                # (or through a CopyInResponse: the server then waits for the client's data).
-                if (
-                    chunk.is_ready_for_query and self.ready_seen == self.swallow_ready
-                ) or chunk.awaits_copy_data:
-                    self.conversation.discard_unparsed()
-                    return bytes(forward), True
-                continue
-            forward += chunk.data
-        return bytes(forward), False
-
-    # -- ending ----------------------------------------------------------------------------
-
-    def end(self, *, reset: bool) -> None:
-        """Close both sides now; ``reset`` sends the client an RST instead of a FIN."""
-        if not self.record.closed:
-            self.record.closed = True
-            logger.debug(
-                "%s connection from port %d",
-                "resetting" if reset else "closing",
-                self.record.client_port,
-            )
-        if reset:
-            _abort_with_rst(self.client)
-        else:
-            self.client.close()
-        if self.upstream is not None:
-            self.upstream.close()
-        for task in self.tasks:
-            if task is not asyncio.current_task():
-                task.cancel()
-        self.proxy._sessions.discard(self)
 
 
 class FaultProxy(LabTool):
@@ -183,19 +60,9 @@ class FaultProxy(LabTool):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
-        self._sessions: set[_Session] = set()
-        # Faults. Only the loop's thread writes these, inside _control().
-        self._flowing: asyncio.Event | None = None  # cleared while blackholed
-        self._latency = 0.0
-        self._trickle = 0.0
-        self._refuse_until = 0.0
-        self._swallow: _Swallow | None = None
-        # Counters, read from the test's thread.
-        self._lock = threading.Lock()
-        self._connections: list[ProxyConnection] = []
-        self._statements: list[str] = []
-        self._round_trips = 0
-        self._accepted = 0
+        self._sessions: set[Session] = set()
+        self._faults = Faults()
+        self._counters = Counters()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -306,8 +173,8 @@ class FaultProxy(LabTool):
         """
 
         def arm() -> None:
-            assert self._flowing is not None
-            self._flowing.clear()
+            assert self._faults.flowing is not None
+            self._faults.flowing.clear()
 
         self._control(arm)
         logger.info("proxy on port %d: blackhole", self._port)
@@ -326,10 +193,10 @@ class FaultProxy(LabTool):
         """
         if then not in ("reset", "blackhole"):
             raise ValueError(f"then must be 'reset' or 'blackhole', not {then!r}")
-        swallow = _Swallow(_text_pattern(pattern), then)
+        swallow = Swallow(text_pattern(pattern), then)
 
         def arm() -> None:
-            self._swallow = swallow
+            self._faults.swallow = swallow
 
         self._control(arm)
         logger.info(
@@ -343,7 +210,7 @@ class FaultProxy(LabTool):
             raise ValueError("latency cannot be negative")
 
         def arm() -> None:
-            self._latency = seconds
+            self._faults.latency = seconds
 
         self._control(arm)
         logger.info("proxy on port %d: latency %.3f s", self._port, seconds)
@@ -358,7 +225,7 @@ class FaultProxy(LabTool):
             raise ValueError("trickle delay cannot be negative")
 
         def arm() -> None:
-            self._trickle = seconds
+            self._faults.trickle = seconds
 
         self._control(arm)
         logger.info("proxy on port %d: trickle %.3f s per byte", self._port, seconds)
@@ -368,7 +235,7 @@ class FaultProxy(LabTool):
         until = math.inf if seconds is None else time.monotonic() + seconds
 
         def arm() -> None:
-            self._refuse_until = until
+            self._faults.refuse_until = until
 
         self._control(arm)
         logger.info(
@@ -384,12 +251,13 @@ class FaultProxy(LabTool):
         """
 
         def disarm() -> None:
-            assert self._flowing is not None
-            self._flowing.set()
-            self._latency = 0.0
-            self._trickle = 0.0
-            self._refuse_until = 0.0
-            self._swallow = None
+            faults = self._faults
+            assert faults.flowing is not None
+            faults.flowing.set()
+            faults.latency = 0.0
+            faults.trickle = 0.0
+            faults.refuse_until = 0.0
+            faults.swallow = None
 
         self._control(disarm)
         logger.info("proxy on port %d: healed", self._port)
@@ -399,47 +267,25 @@ class FaultProxy(LabTool):
     @property
     def statements(self) -> list[str]:
         """The SQL of every statement clients sent: one per Query, one per Execute."""
-        with self._lock:
-            return list(self._statements)
+        return self._counters.statements
 
     @property
     def round_trips(self) -> int:
         """How many client messages asked for a ReadyForQuery (Query and Sync)."""
-        with self._lock:
-            return self._round_trips
+        return self._counters.round_trips
 
     @property
     def connections_accepted(self) -> int:
-        with self._lock:
-            return self._accepted
+        return self._counters.accepted
 
     @property
     def connections(self) -> list[ProxyConnection]:
         """Every connection since the last ``reset_counters()``, oldest first."""
-        with self._lock:
-            return list(self._connections)
+        return self._counters.connections
 
     def reset_counters(self) -> None:
         """Start counting afresh; connections already open count from now on."""
-        with self._lock:
-            self._statements.clear()
-            self._round_trips = 0
-            self._accepted = 0
-            open_ones = [record for record in self._connections if not record.closed]
-            self._connections = open_ones
-            for record in open_ones:
-                record.statements = []
-                record.round_trips = 0
-
-    def _record_statement(self, record: ProxyConnection, sql: str) -> None:
-        with self._lock:
-            self._statements.append(sql)
-            record.statements.append(sql)
-
-    def _record_round_trip(self, record: ProxyConnection) -> None:
-        with self._lock:
-            self._round_trips += 1
-            record.round_trips += 1
+        self._counters.reset()
 
     # -- the loop's side -------------------------------------------------------------------
 
@@ -480,8 +326,8 @@ class FaultProxy(LabTool):
         )
 
     async def _listen(self) -> None:
-        self._flowing = asyncio.Event()
-        self._flowing.set()
+        self._faults.flowing = asyncio.Event()
+        self._faults.flowing.set()
         self._server = await asyncio.start_server(
             self._accept, self.listen_host, self._port, limit=CHUNK_SIZE
         )
@@ -490,124 +336,19 @@ class FaultProxy(LabTool):
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         client_port = peer[1] if peer else 0
-        if time.monotonic() < self._refuse_until:
+        if time.monotonic() < self._faults.refuse_until:
             logger.debug("refusing a connection from port %d", client_port)
-            _abort_with_rst(writer)
+            abort_with_rst(writer)
             return
         record = ProxyConnection(client_port)
-        with self._lock:
-            self._accepted += 1
-            self._connections.append(record)
-        session = _Session(self, record, writer)
-        self._sessions.add(session)
-        try:
-            upstream_reader, upstream = await asyncio.open_connection(
-                self.upstream_host, self.upstream_port, limit=CHUNK_SIZE
-            )
-        except OSError as error:
-            # As the client would see a server that is down: the connection refused.
-            logger.warning(
-                "proxy on port %d cannot reach %s:%d: %s",
-                self._port,
-                self.upstream_host,
-                self.upstream_port,
-                error,
-            )
-            session.end(reset=True)
-            return
-        if record.closed:  # reset_all() ran while we connected
-            upstream.close()
-            return
-        session.upstream = upstream
-        session.tasks = [
-            asyncio.current_task(),  # type: ignore[list-item]
-            asyncio.create_task(self._pump_backend(session, upstream_reader)),
-        ]
-        await self._pump_frontend(session, reader, upstream)
-
-    async def _pump_frontend(
-        self, session: _Session, reader: asyncio.StreamReader, upstream: asyncio.StreamWriter
-    ) -> None:
-        try:
-            while data := await reader.read(CHUNK_SIZE):
-                await self._hold(session)
-                if session.silenced:
-                    continue
-                session.read_frontend(data)
-                upstream.write(data)
-                await upstream.drain()
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            return
-        session.end(reset=False)
-
-    async def _pump_backend(self, session: _Session, reader: asyncio.StreamReader) -> None:
-        client = session.client
-        try:
-            while data := await reader.read(CHUNK_SIZE):
-                await self._hold(session)
-                forward, swallowed = session.read_backend(data)
-                if forward and self._trickle:
-                    for index in range(len(forward)):
-                        await self._hold(session)  # a blackhole stops it mid-reply
-                        client.write(forward[index : index + 1])
-                        await client.drain()
-                        await asyncio.sleep(self._trickle)
-                elif forward:
-                    client.write(forward)
-                    await client.drain()
-                if swallowed:
-                    self._finish_swallow(session)
-                    return
-        except OSError:
-            pass
-        except asyncio.CancelledError:
-            return
-        session.end(reset=False)
-
-    async def _hold(self, session: _Session) -> None:
-        """Wait out a blackhole and the latency before forwarding a chunk."""
-        assert self._flowing is not None
-        await self._flowing.wait()
-        if self._latency:
-            await asyncio.sleep(self._latency)
-            await self._flowing.wait()
-
-    def _finish_swallow(self, session: _Session) -> None:
-        swallow = session.swallow
-        assert swallow is not None
-        if swallow.then == "reset":
-            session.end(reset=True)
-        else:
-            # The client keeps an open, silent socket; the server's session ends.
-            session.silenced = True
-            if session.upstream is not None:
-                session.upstream.close()
-        logger.info(
-            "proxy on port %d: swallowed a reply on the connection from port %d, then %s",
-            self._port,
-            session.record.client_port,
-            swallow.then,
+        self._counters.accept(record)
+        session = Session(
+            record,
+            writer,
+            faults=self._faults,
+            counters=self._counters,
+            sessions=self._sessions,
+            proxy_port=self._port,
         )
-        swallow.fired.set()
-
-
-def _abort_with_rst(writer: asyncio.StreamWriter) -> None:
-    """Close so that the peer gets an RST, as from a crashed host or a stateful firewall."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
-
-
-def _text_pattern(pattern: str | bytes | re.Pattern[str] | re.Pattern[bytes]) -> re.Pattern[str]:
-    if isinstance(pattern, re.Pattern):
-        source = pattern.pattern
-        if isinstance(source, bytes):
-            return re.compile(source.decode(), pattern.flags & ~re.ASCII)
-        return pattern  # type: ignore[return-value]
-    if isinstance(pattern, bytes):
-        pattern = pattern.decode()
-    return re.compile(pattern)
+        self._sessions.add(session)
+        await session.run(reader, self.upstream_host, self.upstream_port)

@@ -18,38 +18,27 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from . import _logs, _privileges
-from ._binaries import find_bindir, program_env
-from ._lifecycle import LabTool
+from . import _logs, _pg_config, _pg_programs, _privileges
+from ._binaries import find_bindir
+from ._lifecycle import LabTool, close_once
+from ._pg_config import BASE_SETTINGS as BASE_SETTINGS
+from ._pg_programs import PG_CTL_TIMEOUT as PG_CTL_TIMEOUT
+from ._ports import PORT_ATTEMPTS as PORT_ATTEMPTS
 from ._ports import free_port
-from ._quoting import identifier, libpq_value, literal
+from ._processes import process_exists, wait_for_exit
+from ._quoting import conninfo, identifier, literal
 from .errors import ServerError
 
 __all__ = ["PostgresServer", "ServerError"]
 
 StopMode = Literal["fast", "immediate", "smart"]
 
-#: Seconds that pg_ctl may wait for the server to start or stop.
-PG_CTL_TIMEOUT = 30
 #: Seconds that one psql call may take, so a wedged server fails a test instead of hanging it.
 PSQL_TIMEOUT = 60
-#: How often a start is retried on a fresh port when another process took the free one.
-PORT_ATTEMPTS = 3
 #: The admin sessions' application_name, so terminate_backends() never kills a sibling admin.
 ADMIN_APPLICATION_NAME = "django-postgresql-reconnect admin"
 #: Machine-readable psql: no psqlrc, unaligned, rows only, quiet, tab-separated, stop on error.
 PSQL_FLAGS = ("-X", "-A", "-t", "-q", "-F", "\t", "-v", "ON_ERROR_STOP=1")
-#: No waiting on the disk: the cluster is thrown away. synchronous_commit stays on, so a
-#: commit that was acknowledged survives a crash of postgres (stop("immediate")): with fsync
-#: off it costs one write() to the page cache, and crash scenarios depend on it.
-BASE_SETTINGS = {
-    "fsync": "off",
-    "synchronous_commit": "on",
-    "full_page_writes": "off",
-    "max_connections": "200",
-    "logging_collector": "off",
-    "log_line_prefix": "%m [%p] %q%a ",
-}
 
 
 class PostgresServer(LabTool):
@@ -128,7 +117,7 @@ class PostgresServer(LabTool):
             pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
         except (OSError, ValueError):
             return None
-        return pid if _process_exists(pid) else None
+        return pid if process_exists(pid) else None
 
     @property
     def is_running(self) -> bool:
@@ -158,7 +147,7 @@ class PostgresServer(LabTool):
             raise ServerError(
                 f"postgresql did not start on {self.host}:{self._port} "
                 f"(pg_ctl exited {result.returncode}): {result.stderr.strip()}\n"
-                f"--- last lines of {self.logfile} ---\n{_logs.tail(log)}"
+                f"{_logs.last_lines(self.logfile, log)}"
             )
 
     def stop(self, mode: StopMode = "fast") -> None:
@@ -170,11 +159,11 @@ class PostgresServer(LabTool):
         if result.returncode != 0 and self.is_running:
             raise ServerError(
                 f"postgresql on port {self._port} did not stop ({mode}): "
-                f"{result.stderr.strip()}\n--- last lines of {self.logfile} ---\n"
-                f"{_logs.tail(_logs.read_from(self.logfile, 0))}"
+                f"{result.stderr.strip()}\n"
+                f"{_logs.last_lines(self.logfile, _logs.read_from(self.logfile, 0))}"
             )
         # pg_ctl returns once the pid file is gone, a moment before the process is.
-        _wait_for_exit(pid, deadline=time.monotonic() + PG_CTL_TIMEOUT)
+        wait_for_exit(pid, deadline=time.monotonic() + PG_CTL_TIMEOUT)
 
     def restart(self, mode: StopMode = "fast") -> None:
         """Stop and start again on the same port with the same data."""
@@ -198,22 +187,10 @@ class PostgresServer(LabTool):
             raise ServerError(f"cannot clone from {primary!r}: it is not running")
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self._make_socket_dir()
-        source = (
-            f"host={libpq_value(str(primary.socket_dir))} port={primary.port} "
-            f"user={libpq_value(primary.user)} application_name={libpq_value(application_name)}"
+        source = _pg_config.primary_conninfo(
+            primary.socket_dir, primary.port, primary.user, application_name
         )
-        command = [
-            str(self.bindir / "pg_basebackup"),
-            "--pgdata",
-            str(self.data_dir),
-            "--dbname",
-            source,
-            "--write-recovery-conf",  # standby.signal, and primary_conninfo from --dbname
-            "--wal-method=stream",
-            "--checkpoint=fast",  # now, rather than at the primary's next checkpoint
-            "--no-sync",
-        ]
-        result = self._run_as_service(command, timeout=120)
+        result = self._programs.basebackup(self.data_dir, source)
         if result.returncode != 0:
             raise ServerError(
                 f"pg_basebackup from {primary!r} failed ({result.returncode}): "
@@ -247,17 +224,13 @@ class PostgresServer(LabTool):
         """
         if not (self.data_dir / "PG_VERSION").exists():
             raise ServerError(f"{self!r} has no data directory yet: start() it first")
-        with (self.data_dir / "postgresql.auto.conf").open("a") as conf:
-            conf.writelines(f"{key} = {literal(value)}\n" for key, value in settings.items())
+        _pg_config.append_settings(self.data_dir / "postgresql.auto.conf", settings)
         if self.is_running:
             self.execute("SELECT pg_reload_conf()")
 
+    @close_once
     def close(self) -> None:
         """Stop the server at once and delete its directory; safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        atexit.unregister(self.close)
         try:
             self.stop("immediate")
         except ServerError:
@@ -265,7 +238,7 @@ class PostgresServer(LabTool):
             if pid is not None:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
-                _wait_for_exit(pid, deadline=time.monotonic() + 10)
+                wait_for_exit(pid, deadline=time.monotonic() + 10)
         finally:
             shutil.rmtree(self._base, ignore_errors=True)
 
@@ -280,23 +253,16 @@ class PostgresServer(LabTool):
 
         NULL comes back as ``""``. Values must not contain tabs or newlines.
         """
-        command = [
-            str(self.bindir / "psql"),
-            *PSQL_FLAGS,
-            "-h",
-            str(self.socket_dir),
-            "-p",
-            str(self._port),
-            "-U",
-            self.user,
-            "-d",
-            dbname or self.dbname,
-            "-c",
-            sql,
-        ]
-        env = program_env() | {"PGAPPNAME": ADMIN_APPLICATION_NAME, "PGCONNECT_TIMEOUT": "10"}
-        result = subprocess.run(
-            command, capture_output=True, text=True, env=env, timeout=PSQL_TIMEOUT, check=False
+        result = _pg_programs.psql(
+            self.bindir,
+            flags=PSQL_FLAGS,
+            socket_dir=self.socket_dir,
+            port=self._port,
+            user=self.user,
+            dbname=dbname or self.dbname,
+            command=sql,
+            env={"PGAPPNAME": ADMIN_APPLICATION_NAME, "PGCONNECT_TIMEOUT": "10"},
+            timeout=PSQL_TIMEOUT,
         )
         if result.returncode != 0:
             raise ServerError(f"psql failed ({result.returncode}): {result.stderr.strip()}")
@@ -332,15 +298,15 @@ class PostgresServer(LabTool):
 
     def dsn(self, dbname: str | None = None) -> str:
         """A libpq keyword/value connection string for TCP clients."""
-        params = {
-            "host": self.host,
-            "port": str(self._port),
-            "user": self.user,
-            "dbname": dbname or self.dbname,
-        }
-        if self.password:
-            params["password"] = self.password
-        return " ".join(f"{key}={libpq_value(value)}" for key, value in params.items())
+        return conninfo(
+            {
+                "host": self.host,
+                "port": str(self._port),
+                "user": self.user,
+                "dbname": dbname or self.dbname,
+                "password": self.password or None,
+            }
+        )
 
     def database_settings(
         self,
@@ -365,45 +331,17 @@ class PostgresServer(LabTool):
 
     # -- internals -------------------------------------------------------------------------
 
+    @property
+    def _programs(self) -> _pg_programs.ClusterPrograms:
+        """This cluster's programs, as they run now (``bindir`` and ``env`` are public)."""
+        return _pg_programs.ClusterPrograms(
+            self.bindir, self._account, self.netns, self.env, home=self._base
+        )
+
     def _initdb(self) -> None:
         self._make_socket_dir()
-        pwfile = self._base / "pwfile"
-        command = [
-            str(self.bindir / "initdb"),
-            "-D",
-            str(self.data_dir),
-            "-U",
-            self.user,
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "--auth=trust",
-            "--no-sync",
-            "--no-instructions",
-        ]
-        if self.password:
-            pwfile.write_text(self.password + "\n")
-            self._give_to_account(pwfile)
-            command.append(f"--pwfile={pwfile}")
-        try:
-            result = self._run_as_service(command, timeout=120)
-        finally:
-            pwfile.unlink(missing_ok=True)
-        if result.returncode != 0:
-            raise ServerError(
-                f"initdb failed ({result.returncode}): {result.stderr.strip()}\n"
-                f"{_logs.tail(result.stdout)}"
-            )
-        method = "scram-sha-256" if self.auth == "password" else "trust"
-        # The socket stays trusted: admin work must not depend on the password under test.
-        # Replication over it too, so replicas (clone_from) need no password either.
-        hba = [
-            "local all all trust",
-            "local replication all trust",
-            f"host all all 0.0.0.0/0 {method}",
-            f"host all all ::/0 {method}",
-        ]
-        (self.data_dir / "pg_hba.conf").write_text("\n".join(hba) + "\n")
+        self._programs.initdb(self.data_dir, self.user, self.password)
+        _pg_config.write_hba(self.data_dir, self.auth)
         self._write_own_settings({**BASE_SETTINGS, **self.settings})
 
     def _write_own_settings(self, settings: Mapping[str, str]) -> None:
@@ -414,68 +352,24 @@ class PostgresServer(LabTool):
             "unix_socket_directories": str(self.socket_dir),
             **self.settings,
         }
-        with (self.data_dir / "postgresql.conf").open("a") as conf:
-            conf.write("\n# django-postgresql-reconnect test server\n")
-            conf.writelines(f"{key} = {literal(value)}\n" for key, value in settings.items())
+        _pg_config.append_settings(
+            self.data_dir / "postgresql.conf",
+            settings,
+            heading="django-postgresql-reconnect test server",
+        )
 
     def _make_socket_dir(self) -> None:
         self.socket_dir.mkdir(mode=0o700, exist_ok=True)
         self._give_to_account(self.socket_dir)
 
     def _pg_ctl(self, action: str, *args: str) -> subprocess.CompletedProcess[str]:
-        command = [
-            str(self.bindir / "pg_ctl"),
-            action,
-            "-D",
-            str(self.data_dir),
-            "-w",
-            "-t",
-            str(PG_CTL_TIMEOUT),
-            "-s",
-            *args,
-        ]
-        return self._run_as_service(command, timeout=PG_CTL_TIMEOUT + 30)
+        return self._programs.pg_ctl(self.data_dir, action, *args)
 
     def _run_as_service(
         self, command: Sequence[str], *, timeout: float
     ) -> subprocess.CompletedProcess[str]:
         """Run a server binary as the account that owns the cluster, in its namespace."""
-        argv, as_account = _privileges.as_account(command, self._account, netns=self.netns)
-        try:
-            return subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                env=program_env() | self.env,
-                cwd=self._base,
-                timeout=timeout,
-                check=False,
-                stdin=subprocess.DEVNULL,
-                **as_account,
-            )
-        except subprocess.TimeoutExpired as error:
-            raise ServerError(f"{Path(command[0]).name} took over {timeout} s: {argv}") from error
+        return self._programs.run(command, timeout=timeout)
 
     def _give_to_account(self, path: Path) -> None:
         _privileges.give_to(path, self._account)
-
-
-def _process_exists(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie waiting for init to reap it is not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: it exists
-    try:
-        # The state follows the parenthesised command name, which may itself hold spaces.
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
-
-
-def _wait_for_exit(pid: int, *, deadline: float) -> None:
-    while _process_exists(pid) and time.monotonic() < deadline:
-        time.sleep(0.01)
