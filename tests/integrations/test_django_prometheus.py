@@ -18,7 +18,7 @@ from django_postgresql_reconnect.mixin import ReconnectMixin
 from tests.faults import add_database, lose_connection, remove_database, run
 
 pytest.importorskip("django_prometheus", reason="needs the integrations extra")
-from prometheus_client import REGISTRY  # noqa: E402
+from prometheus_client import REGISTRY
 
 ALIAS = "prometheus"
 LABELS = {"alias": ALIAS, "vendor": "postgresql"}

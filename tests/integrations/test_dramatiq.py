@@ -27,7 +27,7 @@ from dramatiq.middleware import Middleware  # noqa: E402
 
 
 class DatabaseConnections(Middleware):
-    """As docs/guides/celery.md shows it: check before each message; close at thread exit."""
+    """As docs/guides/task-queues.md shows it: check before each message; close at thread exit."""
 
     def before_process_message(self, broker: Any, message: Any) -> None:
         check_pgsql_connections()

@@ -28,9 +28,7 @@ def client() -> Iterator[Client]:
         yield Client()
 
 
-def test_readiness_follows_the_breaker_and_probes_for_the_database_itself(
-    server, proxy, client
-):
+def test_readiness_follows_the_breaker_and_probes_for_the_database_itself(server, proxy, client):
     connections["default"].close()
     run("SELECT 1", using="fastfail")
     statements = len(proxy.statements)

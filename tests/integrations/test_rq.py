@@ -24,7 +24,7 @@ from rq.job import Job  # noqa: E402
 
 
 class CheckedJob(Job):
-    """As docs/guides/celery.md shows it: check this process's connections before each job."""
+    """As docs/guides/task-queues.md shows it: check this process's connections before each job."""
 
     def perform(self) -> Any:
         check_pgsql_connections()

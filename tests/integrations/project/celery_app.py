@@ -1,4 +1,4 @@
-"""The Celery app of the project, as docs/guides/celery.md sets one up.
+"""The Celery app of the project, as docs/guides/task-queues.md sets one up.
 
 Its broker is kombu's filesystem transport in ``DPR_CELERY_BROKER``, so that a real worker
 (prefork, Celery's Django fixup active) runs here without a broker service.
