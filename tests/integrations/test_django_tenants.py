@@ -10,11 +10,14 @@ that ran in the wrong schema after a reconnect would read nothing.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from django.conf import settings
 from django.db import connections
 from django.test import override_settings
 
+from django_postgresql_reconnect import signals
 from django_postgresql_reconnect.mixin import ReconnectMixin
 from tests.app.models import Item
 from tests.faults import add_database, lose_connection, remove_database, run
@@ -53,11 +56,26 @@ def test_the_composed_backend_is_both(alias):
     assert isinstance(wrapper, ReconnectMixin) and isinstance(wrapper, TenantDatabaseWrapper)
 
 
-def test_a_tenants_query_after_termination_reads_the_tenants_schema(server, alias):
-    assert tenant_rows() == ["in the tenant"]
-    lose_connection(server, alias)
+def test_a_tenants_query_after_termination_reads_the_tenants_schema(server, proxy, alias):
+    restored: list[list[str]] = []
+
+    def on_restored(sender: Any, settings: list[str], **kwargs: Any) -> None:
+        restored.append(settings)
 
     assert tenant_rows() == ["in the tenant"]
+    lose_connection(server, alias)
+    proxy.reset_counters()
+    signals.session_restored.connect(on_restored)
+    try:
+        assert tenant_rows() == ["in the tenant"]
+    finally:
+        signals.session_restored.disconnect(on_restored)
+
+    # The engine saw django-tenants' SET and replayed it on the new connection; with
+    # TENANT_LIMIT_SET_CALLS that replay is the only SET the new connection gets.
+    assert restored == [["search_path"]]
+    sets = [sql for sql in proxy.statements if sql.startswith("SET search_path")]
+    assert len(sets) == (1 if settings.TENANT_LIMIT_SET_CALLS else 2)
     assert run("SHOW search_path", using=alias) == [(f"{SCHEMA}, public",)]
 
 
