@@ -33,7 +33,7 @@ STAMP = VENV / "dpr-installed.json"
 BIN = VENV / "bin"
 PYTHON = BIN / "python"
 
-DRIVER_EXTRAS = ["psycopg", "psycopg2", "pool", "test"]
+DRIVER_EXTRAS = ["psycopg", "psycopg2", "pool", "test", "integrations"]
 # The second pass leaves out the lab: its tests drive the server directly, not through Django.
 PASSES = [("psycopg", []), ("psycopg2", ["--ignore=tests/lab"])]
 NO_TESTS_COLLECTED = 5

@@ -1,0 +1,9 @@
+"""The ASGI application uvicorn and daphne serve."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.integrations.project.settings")
+
+application = get_asgi_application()
