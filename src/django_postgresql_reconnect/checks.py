@@ -83,7 +83,7 @@ def _options(settings_dict: dict[str, Any]) -> ReconnectOptions | None:
 
 
 def pooling_warnings(alias: str, settings_dict: dict[str, Any]) -> list[CheckMessage]:
-    """W006, W007: settings that break under a transaction-pooling PgBouncer or RDS Proxy."""
+    """W006, W007: settings that break under a transaction-pooling PgBouncer."""
     options = _options(settings_dict)
     if options is None or not options.TRANSACTION_POOLING:
         return []

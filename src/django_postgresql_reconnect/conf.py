@@ -51,8 +51,9 @@ class ReconnectOptions:
     TCP_DEFAULTS: bool = True
     """Apply keepalives, tcp_user_timeout and connect_timeout where OPTIONS sets none."""
     TRANSACTION_POOLING: bool = False
-    """The connection goes through a transaction-pooling PgBouncer (or RDS Proxy): session
-    state cannot outlive a transaction there, so none is tracked, restored or reported."""
+    """The connection goes through a transaction-pooling PgBouncer: session state cannot
+    outlive a transaction there, so none is tracked, restored or reported. Not for RDS Proxy,
+    which pins a session that holds state, so the state does outlive the transaction."""
     LOG_STATEMENTS: bool = True
     """Put the statement's text (cut to 200 characters, never its parameters) in log lines."""
 
