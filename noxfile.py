@@ -58,8 +58,9 @@ def install(
     extras: Sequence[str] = (),
     groups: Sequence[str] = (),
     also: Sequence[str] = (),
+    package: bool = True,
 ) -> None:
-    """Install the package with ``extras``, the dependency ``groups`` and ``also``, once.
+    """Install the package (editable) with ``extras``, the dependency ``groups`` and ``also``.
 
     Skip pip when the virtualenv's stamp says it holds them for this pyproject.toml.
     """
@@ -68,6 +69,7 @@ def install(
         "extras": sorted(extras),
         "groups": sorted(groups),
         "also": sorted(also),
+        "package": package,
     }
     stamp = Path(session.virtualenv.location) / "dpr-installed.json"
     try:
@@ -77,10 +79,8 @@ def install(
     except (OSError, ValueError):
         pass
     session.install("-q", PIP)
-    package = ["-e", f".[{','.join(extras)}]"] if extras else ["-e", "."]
-    if not extras and not also:
-        package = []  # only tools: the docs need no package
-    session.install("-q", *package, *[f"--group={group}" for group in groups], *also)
+    editable = ["-e", f".[{','.join(extras)}]" if extras else "."] if package else []
+    session.install("-q", *editable, *[f"--group={group}" for group in groups], *also)
     stamp.write_text(json.dumps(wanted))
 
 
@@ -170,7 +170,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation site, strict (broken links fail)."""
-    install(session, groups=["docs"])
+    install(session, groups=["docs"], package=False)
     session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
