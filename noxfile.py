@@ -183,7 +183,7 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmarks' environment; benchmarks/run.py makes it (--install-only) and uses it."""
+    """benchmarks/run.py; it makes this virtualenv itself (--install-only) and runs in it."""
     install(session, EXTRAS, groups=["bench"])
     session.run("python", "benchmarks/run.py", *session.posargs)
 
