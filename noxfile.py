@@ -1,21 +1,44 @@
-"""The support matrix: each supported Django on a Python it supports, with each driver.
+"""Every developer command is a session here; ``python3 dev.py COMMAND`` runs it.
 
+    python3 dev.py test [--cov] [ARGS]  `test`: the suite with psycopg 3, then with psycopg2
+                                        (pytest ARGS); --cov measures branch coverage
+    python3 dev.py lint | docs | demo   `lint`, `docs`, `demo`
     python3 dev.py matrix             the `tests-*` sessions (virtualenvs are reused between runs)
     python3 dev.py matrix -s NAME     one session; `-l` lists them
     python3 dev.py djsuite [--full]   the `djsuite-*` sessions: Django's own test suite against
                                       this ENGINE and stock Django (djsuite/run.py), then a summary
 
-The lab tests are left out: they check the testing tools, which do not depend on Django.
+Each session installs the package (editable) with EXTRAS and the dependency groups it needs
+(pyproject.toml), once: a stamp in its virtualenv skips pip until pyproject.toml changes.
+The lab tests are left out of the matrix: they check the testing tools, which do not depend on
+Django.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
 
 import nox
+from nox.command import CommandFailed
 
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
+
+ROOT = Path(__file__).resolve().parent
+# The package's extras that the suite needs, both drivers at once.
+EXTRAS = ["psycopg", "psycopg2", "pool", "test"]
+# `dev.py test` runs the suite once per driver; the second pass leaves out the lab: its tests
+# drive the server directly, not through Django.
+PASSES = [("psycopg", []), ("psycopg2", ["--ignore=tests/lab"])]
+NO_TESTS_COLLECTED = 5
+# pip learnt `--group` (PEP 735 dependency groups) in 25.1.
+PIP = "pip>=25.1"
 
 # psycopg 3 comes with psycopg_pool, for Django's connection pool (tests/test_pool.py).
 DRIVERS = {"psycopg": "psycopg,pool", "psycopg2": "psycopg2"}
@@ -30,10 +53,145 @@ MATRIX = [
 ]
 
 
+def install(
+    session: nox.Session,
+    extras: Sequence[str] = (),
+    groups: Sequence[str] = (),
+    also: Sequence[str] = (),
+    package: bool = True,
+) -> None:
+    """Install the package (editable) with ``extras``, the dependency ``groups`` and ``also``.
+
+    Skip pip when the virtualenv's stamp says it holds them for this pyproject.toml.
+    """
+    wanted = {
+        "pyproject": hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest(),
+        "extras": sorted(extras),
+        "groups": sorted(groups),
+        "also": sorted(also),
+        "package": package,
+    }
+    stamp = Path(session.virtualenv.location) / "dpr-installed.json"
+    try:
+        if json.loads(stamp.read_text()) == wanted:
+            session.log("requirements already installed (pyproject.toml unchanged)")
+            return
+    except (OSError, ValueError):
+        pass
+    session.install("-q", PIP)
+    editable = ["-e", f".[{','.join(extras)}]" if extras else "."] if package else []
+    session.install("-q", *editable, *[f"--group={group}" for group in groups], *also)
+    stamp.write_text(json.dumps(wanted))
+
+
+@nox.session
+def test(session: nox.Session) -> None:
+    """The suite with psycopg 3, then psycopg2; end on the line CI reads: N passed, M failed."""
+    install(session, EXTRAS, groups=["coverage", "integrations"])
+    args = list(session.posargs)
+    cov = "--cov" in args
+    if cov:
+        args.remove("--cov")
+        session.run("coverage", "erase")
+    passed = failed = 0
+    for driver, pass_args in PASSES:
+        print(f"\n=== pytest with DPR_TEST_DRIVER={driver} ===", flush=True)
+        counts = run_pytest(session, driver, [*pass_args, *args], cov)
+        if counts is None:
+            return  # nox --install-only
+        passed, failed = passed + counts[0], failed + counts[1]
+    if cov:
+        session.run("coverage", "combine", "-q")
+        session.run("coverage", "report", "--skip-covered", "--show-missing")
+    print(f"{passed} passed, {failed} failed", flush=True)
+    if failed:
+        session.error(f"{failed} failed")
+
+
+def run_pytest(
+    session: nox.Session, driver: str, args: list[str], cov: bool
+) -> tuple[int, int] | None:
+    """Run one pass; return (passed, failed) as counted in its JUnit report, None if not run."""
+    runner = ["coverage", "run", "-m", "pytest"] if cov else ["pytest"]
+    with tempfile.TemporaryDirectory(prefix="dpr-dev-") as tmp:
+        report = Path(tmp) / "junit.xml"
+        try:
+            ran = session.run(
+                *runner,
+                f"--junitxml={report}",
+                *args,
+                env={"DPR_TEST_DRIVER": driver},
+                success_codes=[0, 1, NO_TESTS_COLLECTED],
+            )
+            if ran is None:
+                return None
+            stopped = False
+        except CommandFailed:
+            stopped = True
+        passed, failed = count_results(report)
+    if stopped and failed == 0:
+        # pytest stopped before any test could fail (a collection or usage error): count it.
+        print("noxfile.py: pytest stopped with no failed test; counting 1 failure")
+        failed = 1
+    return passed, failed
+
+
+def count_results(report: Path) -> tuple[int, int]:
+    if not report.exists():
+        return 0, 0
+    passed = failed = 0
+    for suite in ET.parse(report).getroot().iter("testsuite"):
+        tests, skipped = int(suite.get("tests", 0)), int(suite.get("skipped", 0))
+        bad = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+        passed += tests - skipped - bad
+        failed += bad
+    return passed, failed
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check, ruff format --check, mypy (files and strictness from pyproject.toml)."""
+    install(session, EXTRAS, groups=["dev", "integrations"])
+    checks = [
+        ["ruff", "check", ".", *session.posargs],
+        ["ruff", "format", "--check", "."],
+        ["mypy"],
+    ]
+    failures = []
+    for check in checks:
+        try:
+            session.run(*check)
+        except CommandFailed:
+            failures.append(" ".join(check))
+    if failures:
+        session.error(f"failed: {'; '.join(failures)}")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site, strict (broken links fail)."""
+    install(session, groups=["docs"], package=False)
+    session.run("mkdocs", "build", "--strict", *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Stock Django and this engine side by side through real faults (demo/run.py)."""
+    install(session, EXTRAS, groups=["demo"])
+    session.run("python", "demo/run.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """benchmarks/run.py; it makes this virtualenv itself (--install-only) and runs in it."""
+    install(session, EXTRAS, groups=["bench"])
+    session.run("python", "benchmarks/run.py", *session.posargs)
+
+
 def _define(python: str, django: str, driver: str) -> None:
     @nox.session(name=f"tests-py{python}-django{django}-{driver}", python=python)
     def tests(session: nox.Session) -> None:
-        session.install("-e", f".[test,{DRIVERS[driver]}]", DJANGO[django])
+        install(session, ["test", DRIVERS[driver]], also=[DJANGO[django]])
         session.run(
             "pytest",
             "-q",
@@ -49,7 +207,7 @@ def _define_djsuite(python: str, django: str, driver: str) -> None:
     )
     def djsuite(session: nox.Session) -> None:
         # tblib carries the tracebacks of runtests.py's parallel workers back to the runner.
-        session.install("-e", f".[test,{DRIVERS[driver]}]", DJANGO[django], "tblib")
+        install(session, ["test", DRIVERS[driver]], also=[DJANGO[django], "tblib"])
         session.run("python", "djsuite/run.py", *session.posargs)
 
 

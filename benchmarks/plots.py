@@ -2,10 +2,10 @@
 
     python benchmarks/plots.py RESULTS_DIR IMAGE_DIR
 
-Needs matplotlib (the ``bench`` extra: ``pip install -e '.[bench]'``); ``run.py`` runs this
-with the project's ``.venv`` and prints the names of the files written, one a line. Text
-stays text in the SVG (``svg.fonttype: none``) and no date is written, so that a file is
-small and changes only when its figures do.
+Needs matplotlib (the ``bench`` dependency group: ``pip install --group bench``); ``run.py``
+runs this with the Python of the nox session ``bench`` and prints the names of the files
+written, one a line. Text stays text in the SVG (``svg.fonttype: none``) and no date is
+written, so that a file is small and changes only when its figures do.
 """
 
 from __future__ import annotations

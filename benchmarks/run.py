@@ -5,9 +5,10 @@
 
 Each benchmark runs in its own process per driver, since Django picks its driver at import
 (psycopg2 is selected by hiding psycopg 3, as tests/_driver.py does); stock Django is measured
-in the same run as the engine for every ratio. The package's ``.venv`` is made or refreshed
-first, as ``dev.py`` does, with the ``bench`` extra (matplotlib, for the pictures in
-docs/img/); the 1.2.0 columns use ``.bench-venvs/v120`` (made here when missing; left out if it
+in the same run as the engine for every ratio. The benchmarks run in the virtualenv of the
+nox session ``bench`` (``.nox/bench``: the package, both drivers and the ``bench`` dependency
+group, matplotlib, for the pictures in docs/img/), made or refreshed first through ``dev.py``;
+the 1.2.0 columns use ``.bench-venvs/v120`` (made here when missing; left out if it
 will not install). Each benchmark's figures are kept in benchmarks/results/NAME-DRIVER.json,
 so that ``--only`` re-runs some and ``--render-only`` rewrites the pages from what is there.
 The whole run takes about 15 minutes on 2 cores, most of it waiting for faults to pass and
@@ -41,6 +42,8 @@ REPO_URL = "https://github.com/cloudblue/django-postgresql-reconnect"
 PAGE_URL = f"{REPO_URL}/blob/main/docs/benchmarks.md"
 IMAGE_URL = "https://raw.githubusercontent.com/cloudblue/django-postgresql-reconnect/main/docs/img"
 DRIVERS = {"psycopg": "psycopg 3", "psycopg2": "psycopg2"}
+#: The Python of the nox session `bench` (dev.session_python makes it).
+PYTHON = ROOT / ".nox" / "bench" / "bin" / "python"
 
 #: Every benchmark, in the order run, with the arguments run.py gives it.
 BENCHMARKS: dict[str, list[str]] = {
@@ -74,7 +77,7 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
     started = time.monotonic()
-    dev.ensure_venv([*dev.DRIVER_EXTRAS, "bench"])
+    dev.session_python("bench")
     RESULTS.mkdir(exist_ok=True)
     if not args.render_only:
         if args.no_v120:
@@ -113,7 +116,7 @@ def run_one(name: str, driver: str, extra: list[str]) -> None:
     load_before = os.getloadavg()[0]
     begun = time.monotonic()
     result = subprocess.run(
-        [str(dev.PYTHON), str(BENCH / f"{name}.py"), "--driver", driver, "--json", *extra],
+        [str(PYTHON), str(BENCH / f"{name}.py"), "--driver", driver, "--json", *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -149,17 +152,17 @@ def _read(path: Path) -> Any:
 
 
 def draw() -> list[str]:
-    """The SVGs (plots.py, in the .venv, which has matplotlib); names relative to docs/."""
+    """The SVGs (plots.py, in .nox/bench, which has matplotlib); names relative to docs/."""
     result = subprocess.run(
-        [str(dev.PYTHON), str(BENCH / "plots.py"), str(RESULTS), str(IMAGES)],
+        [str(PYTHON), str(BENCH / "plots.py"), str(RESULTS), str(IMAGES)],
         cwd=ROOT,
         capture_output=True,
         text=True,
     )
     if result.returncode != 0:
         print(
-            "run.py: no pictures (matplotlib is in the bench extra: "
-            f"{dev.PYTHON} -m pip install -e '.[bench]'):\n{result.stderr[-1500:]}",
+            "run.py: no pictures (matplotlib is in the bench dependency group: "
+            f"{PYTHON} -m pip install --group bench):\n{result.stderr[-1500:]}",
             file=sys.stderr,
         )
         return []
@@ -186,7 +189,7 @@ def machine() -> dict[str, str]:
         "print(json.dumps(v))\n"
     )
     out = subprocess.run(
-        [str(dev.PYTHON), "-c", probe], capture_output=True, text=True, check=True
+        [str(PYTHON), "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     versions = json.loads(out)
     return {

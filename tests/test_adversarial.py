@@ -49,7 +49,7 @@ def sql_module() -> Any:
     if PG3:
         from psycopg import sql
     else:
-        from psycopg2 import sql
+        from psycopg2 import sql  # type: ignore[no-redef]
     return sql
 
 

@@ -145,7 +145,7 @@ def test_reads_routed_to_a_replica_survive_its_restart(cluster, aliases):
     with override_settings(DATABASE_ROUTERS=[f"{__name__}.ReplicaRouter"]):
         assert Item.objects.count() == 0  # routed: the replica has the table, empty
         workload = Workload(aliases["primary"], read_alias=None)
-        calls = []
+        calls: list[Exception | None] = []
         replica = cluster.replicas[0]
 
         def read_loop() -> None:

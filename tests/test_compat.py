@@ -11,6 +11,7 @@ from django.utils.module_loading import import_string
 
 import django_postgresql_reconnect
 from django_postgresql_reconnect import ReconnectMiddleware
+from django_postgresql_reconnect.mixin import ReconnectMixin
 from tests.app.models import Item
 from tests.faults import backend_pid, lose_connection
 
@@ -82,6 +83,7 @@ def test_the_helpers_module_still_has_check_pgsql_connections(server):
 
 def test_the_wrapper_methods_of_1_2_0(server):
     wrapper = connections["default"]
+    assert isinstance(wrapper, ReconnectMixin)
     Item.objects.count()
     before = backend_pid()
 
@@ -90,4 +92,6 @@ def test_the_wrapper_methods_of_1_2_0(server):
     wrapper.reconnect()
 
     assert backend_pid() != before
-    assert not connections["disabled"].reconnect_enabled()
+    disabled = connections["disabled"]
+    assert isinstance(disabled, ReconnectMixin)
+    assert not disabled.reconnect_enabled()

@@ -78,7 +78,7 @@ def test_pre_reconnect_may_refresh_the_password_before_the_new_connection(server
 
 
 def test_connection_lost_and_reconnected_signals_report_the_recovery(server):
-    events = []
+    events: list[tuple[object, ...]] = []
 
     def on_lost(sender, alias, error, **kwargs):
         events.append(("lost", alias))

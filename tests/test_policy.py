@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ def test_rule_0_a_broken_driver_connection_means_lost_whatever_the_sqlstate():
 
 
 def loss(**facts):
-    values = {
+    values: dict[str, Any] = {
         "statement": Statement.STATEMENT,
         "sent": True,
         "in_transaction": False,

@@ -52,7 +52,7 @@ def pooled(server, proxy) -> Iterator[str]:
     add_alias(POOLED, entry)
     yield POOLED
     connections[POOLED].close()
-    connections[POOLED].close_pool()
+    connections[POOLED].close_pool()  # type: ignore[attr-defined]  # Django 5.1+, not in the stubs
     del connections.settings[POOLED]
     del connections[POOLED]
 
@@ -112,7 +112,7 @@ def idle_pool_of_two(alias: str) -> list[Any]:
     """Fill the pool with two idle connections; return them, to watch their sockets."""
     Item.objects.using(alias).count()
     connections[alias].close()
-    pool = connections[alias].pool
+    pool = connections[alias].pool  # type: ignore[attr-defined]  # Django 5.1+, not in the stubs
     both = [pool.getconn(), pool.getconn()]
     for connection in both:
         pool.putconn(connection)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
@@ -55,6 +56,8 @@ class Place(models.Model):
 
     name = models.CharField(max_length=100)
     location = models.PointField(srid=4326)
+    # What Django adds anyway, named so that mypy knows it (the model is not in an app's models).
+    objects: ClassVar[models.Manager[Place]] = models.Manager()
 
     class Meta:
         app_label = "app"

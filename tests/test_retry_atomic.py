@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.db import DatabaseError, IntegrityError, OperationalError, connections, transaction
@@ -539,6 +540,7 @@ class _Listener:
     """A plain driver session that LISTENs, outside Django."""
 
     def __init__(self, server) -> None:
+        self.connection: Any  # a psycopg 3 or a psycopg2 connection
         if drivers.IS_PSYCOPG3:
             import psycopg
 

@@ -501,5 +501,5 @@ def _sql_module():
     if drivers.IS_PSYCOPG3:
         from psycopg import sql
     else:
-        from psycopg2 import sql
+        from psycopg2 import sql  # type: ignore[no-redef]
     return sql

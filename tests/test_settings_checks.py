@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -53,7 +54,7 @@ def test_manage_py_check_reports_each_wrong_setting_with_its_fix(value, check_id
         messages = check_reconnect_settings()
 
     assert [m.id for m in messages] == [check_id]
-    assert fix in messages[0].hint or fix in messages[0].msg
+    assert fix in (messages[0].hint or "") or fix in messages[0].msg
 
 
 @pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
@@ -63,7 +64,7 @@ def test_reconnect_on_a_stock_engine_is_a_warning_that_names_the_engine_to_use()
         messages = check_reconnect_settings()
 
     assert [m.id for m in messages] == ["django_postgresql_reconnect.W001"]
-    assert ENGINE in messages[0].hint
+    assert ENGINE in (messages[0].hint or "")
 
 
 def test_a_wrong_setting_that_skipped_the_checks_fails_at_connect():
@@ -72,7 +73,9 @@ def test_a_wrong_setting_that_skipped_the_checks_fails_at_connect():
         handler["default"].connect()
 
 
-def manage_py_check(tmp_path: Path, databases: dict, *args: str, apps: tuple = ()) -> tuple:
+def manage_py_check(
+    tmp_path: Path, databases: dict[str, Any], *args: str, apps: tuple[str, ...] = ()
+) -> tuple[int, str]:
     """Run ``django-admin check`` in a fresh process on a settings module made for the test."""
     (tmp_path / "check_settings.py").write_text(
         textwrap.dedent(
@@ -191,7 +194,11 @@ def test_manage_py_check_deploy_runs_the_warnings_with_the_app(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
 def test_transaction_pooling_warns_about_server_side_cursors():
-    pooled = {"ENGINE": ENGINE, "NAME": "x", "RECONNECT": {"TRANSACTION_POOLING": True}}
+    pooled: dict[str, Any] = {
+        "ENGINE": ENGINE,
+        "NAME": "x",
+        "RECONNECT": {"TRANSACTION_POOLING": True},
+    }
     with override_settings(DATABASES={"default": pooled}):
         ids = [m.id for m in check_reconnect_settings()]
     assert "django_postgresql_reconnect.W006" in ids

@@ -14,7 +14,7 @@ import io
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlencode
@@ -88,7 +88,7 @@ async def asgi_request(app: ASGIHandler, path: str, **query: str) -> tuple[int, 
         "server": ("testserver", 80),
     }
     pending = [{"type": "http.request", "body": b"", "more_body": False}]
-    sent: list[dict[str, Any]] = []
+    sent: list[Mapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         if pending:
@@ -96,7 +96,7 @@ async def asgi_request(app: ASGIHandler, path: str, **query: str) -> tuple[int, 
         await asyncio.Future()  # the client stays connected; Django cancels this listener
         raise AssertionError("unreachable")
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Mapping[str, Any]) -> None:
         sent.append(message)
 
     await app(scope, receive, send)

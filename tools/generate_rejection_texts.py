@@ -20,7 +20,8 @@ messages as 15) and 16 (same as 17) too::
 
 (``apt-get download`` needs those suites in an APT sources list; a private one works:
 ``-o Dir::Etc::sourcelist=... -o Dir::State::Lists=...``.) The output is formatted with ruff
-when ``.venv/bin/ruff`` exists, so that ``dev.py lint`` accepts it unchanged.
+when ``.nox/lint/bin/ruff`` exists (``dev.py lint`` makes it), so that the lint accepts it
+unchanged.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def main(argv: list[str]) -> int:
             print(f"note: no catalog translates {english!r}", file=sys.stderr)
     add_ascii_variants(server, severities)
     args.output.write_text(render(catalogs, server, client, severities), encoding="utf-8")
-    ruff = ROOT / ".venv" / "bin" / "ruff"
+    ruff = ROOT / ".nox" / "lint" / "bin" / "ruff"
     if ruff.exists():
         subprocess.run([str(ruff), "format", "--quiet", str(args.output)], check=True)
     total = sum(len(texts) for found in server.values() for texts in found.values())

@@ -57,7 +57,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from . import decorator, middleware
+    # The modules as the callables they are at run time (a plain import would type them as
+    # modules, which mypy refuses to call).
+    from .decorator import _DecoratorModule
+    from .middleware import _MiddlewareModule
+
+    decorator: _DecoratorModule
+    middleware: _MiddlewareModule
     from .exceptions import (
         CommitOutcomeUnknown,
         DatabaseUnavailable,

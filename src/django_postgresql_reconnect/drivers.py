@@ -239,7 +239,7 @@ def _psycopg2_libpq_path() -> str | None:
     if len(set(candidates)) == 1:
         return candidates[0]
     try:
-        import psycopg2  # type: ignore[import-untyped]
+        import psycopg2
     except ImportError:
         return None
     package = Path(psycopg2.__file__).parent

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, overload
 
 from asgiref.sync import sync_to_async
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
@@ -30,6 +30,7 @@ __all__ = ["aretry_atomic", "no_retry", "retry_atomic", "retrying_atomic"]
 logger = logging.getLogger("django_postgresql_reconnect")
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # serialization_failure and deadlock_detected: the server aborted the whole transaction, which
 # is safe to run again by definition.
@@ -299,18 +300,28 @@ def _resolve_lost_commit(
     ) from lost_reply
 
 
+@overload
+def retrying_atomic(func: Callable[P, T], /) -> Callable[P, T]: ...
+
+
+@overload
 def retrying_atomic(
-    func: Callable[..., T] | None = None,
+    func: None = None, *, using: str | None = None, attempts: int = 3, deadline: float = 30.0
+) -> Callable[[Callable[P, T]], Callable[P, T]]: ...
+
+
+def retrying_atomic(
+    func: Callable[P, T] | None = None,
     *,
     using: str | None = None,
     attempts: int = 3,
     deadline: float = 30.0,
-) -> Any:
+) -> Callable[P, T] | Callable[[Callable[P, T]], Callable[P, T]]:
     """Decorator form of :func:`retry_atomic`: ``@retrying_atomic`` or with arguments."""
 
-    def decorate(inner: Callable[..., T]) -> Callable[..., T]:
+    def decorate(inner: Callable[P, T]) -> Callable[P, T]:
         @functools.wraps(inner)
-        def wrapper(*args: Any, **kwargs: Any) -> T:
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
             return retry_atomic(
                 lambda: inner(*args, **kwargs),
                 using=using,

@@ -19,8 +19,8 @@ from django_postgresql_reconnect import drivers
 from tests.faults import item_names
 from tests.integrations.conftest import BIN, Project, Served, free_port, serve
 
-pytest.importorskip("uvicorn", reason="needs the integrations extra")
-pytest.importorskip("daphne", reason="needs the integrations extra")
+pytest.importorskip("uvicorn", reason="needs the integrations dependency group (python3 dev.py test installs it)")
+pytest.importorskip("daphne", reason="needs the integrations dependency group (python3 dev.py test installs it)")
 
 APP = "tests.integrations.project.asgi:application"
 

@@ -19,7 +19,7 @@ from django.db import connections
 from tests.conftest import PASSWORD
 from tests.faults import add_database, lose_connection, remove_database, run
 
-dj_database_url = pytest.importorskip("dj_database_url", reason="needs the integrations extra")
+dj_database_url = pytest.importorskip("dj_database_url", reason="needs the integrations dependency group (python3 dev.py test installs it)")
 
 ENGINE = "django_postgresql_reconnect.backend"
 ALIAS = "configured"

@@ -22,7 +22,7 @@ from django_postgresql_reconnect.mixin import ReconnectMixin
 from tests.app.models import Item
 from tests.faults import add_database, lose_connection, remove_database, run
 
-pytest.importorskip("django_tenants", reason="needs the integrations extra")
+pytest.importorskip("django_tenants", reason="needs the integrations dependency group (python3 dev.py test installs it)")
 
 ALIAS = "tenants"
 SCHEMA = "tenant1"
