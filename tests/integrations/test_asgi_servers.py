@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from typing import Any
 
 import pytest
 
@@ -19,8 +20,8 @@ from django_postgresql_reconnect import drivers
 from tests.faults import item_names
 from tests.integrations.conftest import BIN, Project, Served, free_port, serve
 
-pytest.importorskip("uvicorn", reason="needs the integrations dependency group (python3 dev.py test installs it)")
-pytest.importorskip("daphne", reason="needs the integrations dependency group (python3 dev.py test installs it)")
+pytest.importorskip("uvicorn", reason="needs the integrations dependency group")
+pytest.importorskip("daphne", reason="needs the integrations dependency group")
 
 APP = "tests.integrations.project.asgi:application"
 
@@ -37,7 +38,7 @@ def asgi_server(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def started(project: Project, name: str, **entry: object) -> Iterator[Served]:
+def started(project: Project, name: str, **entry: Any) -> AbstractContextManager[Served]:
     port = free_port()
     databases = {"default": project.entry(**{"CONN_MAX_AGE": 0, **entry})}
     return serve(command(name, port), port, project.env(databases))

@@ -29,7 +29,7 @@ from tests.app.models import Item
 from tests.faults import item_names, lose_connection
 from tests.integrations.conftest import ROOT, Project
 
-celery = pytest.importorskip("celery", reason="needs the integrations dependency group (python3 dev.py test installs it)")
+celery = pytest.importorskip("celery", reason="needs the integrations dependency group")
 from celery.signals import task_prerun  # noqa: E402
 
 app = celery.Celery("eager")

@@ -19,7 +19,9 @@ from django.db import connections
 from tests.conftest import PASSWORD
 from tests.faults import add_database, lose_connection, remove_database, run
 
-dj_database_url = pytest.importorskip("dj_database_url", reason="needs the integrations dependency group (python3 dev.py test installs it)")
+dj_database_url = pytest.importorskip(
+    "dj_database_url", reason="needs the integrations dependency group"
+)
 
 ENGINE = "django_postgresql_reconnect.backend"
 ALIAS = "configured"
@@ -54,7 +56,7 @@ def test_dj_database_url_engine_gives_an_entry_of_this_engine(server, proxy, con
     alias = configure(entry)
 
     assert entry["ENGINE"] == ENGINE
-    assert connections[alias].reconnect_options.DEADLINE == 5.0
+    assert connections[alias].reconnect_options.DEADLINE == 5.0  # type: ignore[attr-defined]
     run("SELECT 1", using=alias)
     lose_connection(server, alias)
     assert run("SELECT 2", using=alias) == [(2,)]

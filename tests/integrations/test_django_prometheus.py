@@ -17,7 +17,7 @@ from django.db import connections
 from django_postgresql_reconnect.mixin import ReconnectMixin
 from tests.faults import add_database, lose_connection, remove_database, run
 
-pytest.importorskip("django_prometheus", reason="needs the integrations dependency group (python3 dev.py test installs it)")
+pytest.importorskip("django_prometheus", reason="needs the integrations dependency group")
 from prometheus_client import REGISTRY
 
 ALIAS = "prometheus"

@@ -22,7 +22,7 @@ from django_postgresql_reconnect.mixin import ReconnectMixin
 from tests.app.models import Item
 from tests.faults import add_database, lose_connection, remove_database, run
 
-pytest.importorskip("django_tenants", reason="needs the integrations dependency group (python3 dev.py test installs it)")
+pytest.importorskip("django_tenants", reason="needs the integrations dependency group")
 
 ALIAS = "tenants"
 SCHEMA = "tenant1"
@@ -38,7 +38,7 @@ def alias(request: pytest.FixtureRequest, server) -> Iterator[str]:
     )
     entry = {**connections.settings["default"], "ENGINE": "tests.integrations.tenants_backend"}
     add_database(ALIAS, entry)
-    connections[ALIAS].set_schema(SCHEMA)
+    connections[ALIAS].set_schema(SCHEMA)  # type: ignore[attr-defined]
     with override_settings(TENANT_LIMIT_SET_CALLS=request.param):
         yield ALIAS
     remove_database(ALIAS)

@@ -21,7 +21,7 @@ from tests.app.models import Item
 from tests.faults import item_names
 from tests.integrations.conftest import wait_until_proxy_closed
 
-dramatiq = pytest.importorskip("dramatiq", reason="needs the integrations dependency group (python3 dev.py test installs it)")
+dramatiq = pytest.importorskip("dramatiq", reason="needs the integrations dependency group")
 from dramatiq.brokers.stub import StubBroker  # noqa: E402
 from dramatiq.middleware import Middleware  # noqa: E402
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.integrations.conftest import BIN, Project, free_port, serve
 
-pytest.importorskip("gunicorn", reason="needs the integrations dependency group (python3 dev.py test installs it)")
+pytest.importorskip("gunicorn", reason="needs the integrations dependency group")
 
 
 def gunicorn(worker_class: str, *options: str) -> list[str]:

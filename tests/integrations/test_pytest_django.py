@@ -19,7 +19,7 @@ import pytest
 
 from tests.integrations.conftest import ROOT, Project
 
-pytest.importorskip("pytest_django", reason="needs the integrations dependency group (python3 dev.py test installs it)")
+pytest.importorskip("pytest_django", reason="needs the integrations dependency group")
 
 TEST_DATABASE = "dpr_pytest_django"
 

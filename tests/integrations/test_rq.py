@@ -17,8 +17,8 @@ from tests.app.models import Item
 from tests.faults import backend_pid, item_names, lose_connection
 from tests.integrations.conftest import free_port
 
-rq = pytest.importorskip("rq", reason="needs the integrations dependency group (python3 dev.py test installs it)")
-fakeredis = pytest.importorskip("fakeredis", reason="needs the integrations dependency group (python3 dev.py test installs it)")
+rq = pytest.importorskip("rq", reason="needs the integrations dependency group")
+fakeredis = pytest.importorskip("fakeredis", reason="needs the integrations dependency group")
 import redis  # noqa: E402  (rq's own dependency)
 from rq.job import Job  # noqa: E402
 
