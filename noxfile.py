@@ -42,14 +42,44 @@ PIP = "pip>=25.1"
 
 # psycopg 3 comes with psycopg_pool, for Django's connection pool (tests/test_pool.py).
 DRIVERS = {"psycopg": "psycopg,pool", "psycopg2": "psycopg2"}
-DJANGO = {"4.2": "Django>=4.2,<5.0", "5.2": "Django>=5.2,<6.0", "6.1": "Django>=6.1,<6.2"}
-# (Python, Django, driver): the old LTS on the oldest Python, the current LTS with both
-# drivers, the newest Django on the newest Python.
+DJANGO = {
+    "4.2": "Django>=4.2,<5.0",
+    "5.0": "Django>=5.0,<5.1",
+    "5.1": "Django>=5.1,<5.2",
+    "5.2": "Django>=5.2,<6.0",
+    "6.0": "Django>=6.0,<6.1",
+    "6.1": "Django>=6.1,<6.2",
+}
+# (Python, Django, driver): every Django release of the supported range (the classifiers in
+# pyproject.toml name the same), each on a Python it supports, every Python, both drivers.
 MATRIX = [
+    ("3.10", "4.2", "psycopg2"),
+    ("3.10", "5.0", "psycopg"),
+    ("3.11", "5.1", "psycopg2"),
+    ("3.11", "5.2", "psycopg"),
+    ("3.11", "5.2", "psycopg2"),
+    ("3.12", "6.0", "psycopg2"),
+    ("3.13", "6.1", "psycopg"),
+]
+# Django's own suite (djsuite/run.py): the old LTS on the oldest Python, the current LTS with
+# both drivers, the newest Django on the newest Python.
+DJSUITE = [
     ("3.10", "4.2", "psycopg2"),
     ("3.11", "5.2", "psycopg"),
     ("3.11", "5.2", "psycopg2"),
     ("3.13", "6.1", "psycopg"),
+]
+# The `test` session runs nox's own Python (3.11 here) with the newest Django it installs (5.2
+# there), both drivers; CI's matrix stage runs the other pairs (tagged ci-matrix).
+TEST_STAGE = ("3.11", "5.2")
+# `tests-* -- --fast`: without the tests of the network, the server and the cluster, which do
+# not depend on Django's version and run in full in the `test` session (about half the time).
+FAST_SKIPS = [
+    "tests/test_rejections.py",
+    "tests/test_silent_drop.py",
+    "tests/test_cluster_scenarios.py",
+    "tests/test_dns_moves.py",
+    "tests/test_leaks.py",
 ]
 
 
@@ -189,14 +219,23 @@ def bench(session: nox.Session) -> None:
 
 
 def _define(python: str, django: str, driver: str) -> None:
-    @nox.session(name=f"tests-py{python}-django{django}-{driver}", python=python)
+    tags = [] if (python, django) == TEST_STAGE else ["ci-matrix"]
+
+    @nox.session(name=f"tests-py{python}-django{django}-{driver}", python=python, tags=tags)
     def tests(session: nox.Session) -> None:
         install(session, ["test", DRIVERS[driver]], also=[DJANGO[django]])
+        args = list(session.posargs)
+        if "--fast" in args:
+            args.remove("--fast")
+            args += [f"--ignore={path}" for path in FAST_SKIPS]
         session.run(
             "pytest",
             "-q",
+            "-p",
+            "no:cacheprovider",
             "--ignore=tests/lab",
-            *session.posargs,
+            "--ignore=tests/integrations",
+            *args,
             env={"DPR_TEST_DRIVER": driver},
         )
 
@@ -213,7 +252,7 @@ def _define_djsuite(python: str, django: str, driver: str) -> None:
 
 for _python, _django, _driver in MATRIX:
     _define(_python, _django, _driver)
-for _python, _django, _driver in MATRIX:
+for _python, _django, _driver in DJSUITE:
     _define_djsuite(_python, _django, _driver)
 
 

@@ -195,6 +195,9 @@ KINDS = [
         lambda t: list(Item.objects.filter(name__startswith=t).iterator(chunk_size=1)),
         read=True,
         stream="fetch",
+        # Django before 5.1 binds a psycopg 3 named cursor's parameters on the server, so the
+        # token is not in the DECLARE's text.
+        pattern=lambda t: "DECLARE",
     ),
     Kind(
         "advisory lock, upper case",
