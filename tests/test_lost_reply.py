@@ -180,6 +180,27 @@ def test_a_view_over_a_function_that_writes_is_not_read_again(proxy, server, wri
     assert item_names(server) == ["view"]
 
 
+def test_a_function_labelled_stable_that_writes_is_refused_its_re_run_by_the_server(
+    proxy, server, writing_functions
+):
+    """pg_proc says STABLE, yet it writes through a VOLATILE function: the read-only
+    transaction of the re-run (rule 2's safety net) makes the server refuse the second write."""
+    server.execute(
+        "CREATE OR REPLACE FUNCTION scenario_mislabelled(t text) RETURNS integer STABLE"
+        " LANGUAGE plpgsql AS $$ BEGIN RETURN scenario_record(t); END $$",
+        dbname="app",
+    )
+    Item.objects.count()
+    proxy.swallow_reply("scenario_mislabelled")
+
+    with pytest.raises(StatementOutcomeUnknown) as caught:
+        run("SELECT scenario_mislabelled(%s)", ["once"])
+
+    assert "read-only transaction" in str(caught.value)
+    assert item_names(server) == ["once"]
+    assert run("SELECT 1") == [(1,)]  # the connection is usable after the refused re-run
+
+
 def test_orm_reads_with_aggregates_casts_and_json_still_run_again(proxy, server):
     from django.db.models import Count, F, Max, Sum, Value
     from django.db.models.functions import Cast, Coalesce, Lower
