@@ -19,6 +19,7 @@ import os
 import random
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,7 @@ class Call:
     seconds: float
     result: Any = None
     losses: int = 0  # connections the engine reported lost (connection_lost) during the call
+    trace: str = ""  # where the error came from, printed when it is one the engine must not raise
     # What the table must hold before this call, by what earlier calls were told.
     rows_at_least: int = 0
     rows_at_most: int = 0
@@ -217,6 +219,7 @@ class Campaign:
             call.result = self._perform(kind, names)
         except Error as error:  # django.db.Error: the driver's, Django's and the engine's
             call.error = error
+            call.trace = "".join(traceback.format_exception(error))
         call.seconds = time.monotonic() - started
         call.losses = self._losses - losses
         self.calls.append(call)
@@ -295,7 +298,10 @@ class Campaign:
             # A statement is re-run at most MAX_RERUNS times; after that the engine lets the
             # driver's error through on purpose. Any other undocumented error is a bug.
             if type(error) is not OperationalError or call.losses <= MAX_RERUNS:
-                problems.append("raised an exception the engine does not document for this call")
+                problems.append(
+                    "raised an exception the engine does not document for this call:\n"
+                    + call.trace
+                )
         elif call.kind == "write" and isinstance(error, CommitOutcomeUnknown):
             problems.append("an autocommit write cannot have a commit outcome")
         present = [held[name] for name in call.names]
