@@ -15,10 +15,12 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import drivers, events, signals
+from django.db import Error as DjangoError
+
+from . import events, signals
 from .backoff import Backoff, BreakerOpen, Deadline
 from .exceptions import DatabaseUnavailable
-from .policy import connect_failure_is_transient, is_connection_lost
+from .policy import connect_failure_is_transient
 from .rejections import (
     encryption_failure,
     host_lookup_failure,
@@ -136,13 +138,15 @@ def _attempt(
     state.deadline = deadline
     try:
         db._connect_once()
-    except db.Database.Error as error:
+    except (db.Database.Error, DjangoError) as error:
         fresh = db.connection
         if fresh is not None and fresh is not before:
-            # Django set the new connection up and lost it doing so: a failed attempt, if it
-            # was a loss. Re-running that setup is safe: it only configures a new session.
-            code = drivers.sqlstate(error)
-            if not is_connection_lost(code, drivers.connection_is_broken(fresh)):
+            # Django set the new connection up and lost it doing so (in its own set-up, the
+            # replay of session settings, or a connection_created receiver's statement, which
+            # Django's cursor wraps): a failed attempt, if it was a loss. Re-running that
+            # set-up is safe: it only configures a new session.
+            driver_error = error.__cause__ if isinstance(error, DjangoError) else error
+            if not db._lost_by(driver_error):
                 raise  # the setup itself failed (a role that does not exist): as Django does
             db._discard_connection()
             return error, True

@@ -24,7 +24,7 @@ from django.db.backends.utils import CursorWrapper
 
 from . import drivers, recovery
 from .exceptions import StatementInterrupted, TransactionLost
-from .policy import Loss, Statement, is_connection_lost
+from .policy import Loss, Statement
 from .recovery import Request
 from .statements import CLOSE_CURSOR, HELD_CURSOR, Effect, _effects_cache, effects_of
 
@@ -338,8 +338,7 @@ def _fetch_from_server_cursor(
 
 def _stream_failed(db: Any, wrapper: Any, error: BaseException, request: Request) -> None:
     """A COPY failed while its data streamed: raise what the loss means, or return (no loss)."""
-    code = drivers.sqlstate(error)
-    if not is_connection_lost(code, db._broken_after(error, code)):
+    if not db._lost_by(error):
         return
     wrapped = DatabaseError(str(error))
     wrapped.__cause__ = error

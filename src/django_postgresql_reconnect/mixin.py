@@ -243,8 +243,7 @@ class ReconnectMixin(_Base):
             super()._commit()  # type: ignore[misc]
         except DatabaseError as error:
             cause = error.__cause__
-            code = drivers.sqlstate(cause)
-            if not is_connection_lost(code, self._broken_after(cause, code)):
+            if not self._lost_by(cause):
                 raise
             self._commit_lost(cause, sent=True)
         state.session.commit()
@@ -275,8 +274,7 @@ class ReconnectMixin(_Base):
             super()._rollback()  # type: ignore[misc]
         except DatabaseError as error:
             cause = error.__cause__
-            code = drivers.sqlstate(cause)
-            if not is_connection_lost(code, self._broken_after(cause, code)):
+            if not self._lost_by(cause):
                 raise
             self._rolled_back_with_connection(cause)
             return
@@ -339,12 +337,22 @@ class ReconnectMixin(_Base):
 
     # --- Helpers for the engine ----------------------------------------------------------------
 
-    def _broken_after(self, error: BaseException | None, code: str | None) -> bool:
-        """After a failed statement: is the connection itself broken?
+    def _lost_by(self, error: BaseException | None) -> bool:
+        """Rule 0 for any failed driver call on this connection: did it lose the connection?
 
-        The driver's status says so in most cases. psycopg 3 can also fail a statement with
-        "connection socket closed" when its wait sees the socket reset, before libpq's status
-        changes: an OperationalError with no SQLSTATE on a socket whose peer is gone is that.
+        The one judgement for statements, COMMIT, ROLLBACK, Django's set-up of a new
+        connection, the replay of session settings and the volatility question alike.
+        """
+        code = drivers.sqlstate(error)
+        return is_connection_lost(code, self._broken_after(error, code))
+
+    def _broken_after(self, error: BaseException | None, code: str | None) -> bool:
+        """After a failed call: is the connection itself broken?
+
+        The driver's status says so in most cases. psycopg 3 can also fail a call with
+        "connection socket closed" before libpq's status changes: its poll can see the RST's
+        error flag a moment before the kernel marks the socket readable and hung up. An
+        OperationalError with no SQLSTATE on a socket whose peer is gone is that.
         """
         connection = self.connection
         if connection is None or drivers.connection_is_broken(connection):
@@ -354,6 +362,7 @@ class ReconnectMixin(_Base):
             code is None
             and isinstance(error, self.Database.OperationalError)
             and link is not None
+            and link.connection is connection
             and link.watch.peer_gone()
         )
 

@@ -32,7 +32,6 @@ from .policy import (
     Outcome,
     Statement,
     decide,
-    is_connection_lost,
     refused_by_read_only_node,
 )
 from .replacement import (
@@ -219,7 +218,7 @@ def after_error(
         raise error  # lost while Django sets the connection up: the connect loop's to handle
     cause = error.__cause__
     code = drivers.sqlstate(cause)
-    if is_connection_lost(code, db._broken_after(cause, code)):
+    if db._lost_by(cause):
         sent = True
     elif refused_by_read_only_node(code, db._reconnect.multi_host):
         sent = False  # rule 8: refused before running; a new connection finds the primary

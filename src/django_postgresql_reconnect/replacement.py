@@ -246,7 +246,7 @@ def restore_session(db: ReconnectMixin, carried: SessionLog) -> None:
         if not connection.autocommit:
             connection.commit()
     except db.Database.Error as error:
-        if drivers.connection_is_broken(connection):
+        if db._lost_by(error):
             raise  # lost while setting up: the connect loop tries again
         state.carried = None
         state.session = SessionLog()

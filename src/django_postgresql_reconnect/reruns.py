@@ -45,7 +45,7 @@ def ask_server(
         try:
             verdict = volatility.cannot_write(connection, facts, key)
         except Exception as failure:
-            lost_again = drivers.connection_is_broken(connection)
+            lost_again = db._lost_by(failure)
             if not lost_again:  # the question itself failed: the answer stays unknown
                 events.logger.debug(
                     "could not ask database %r whether a statement writes: %s", db.alias, failure
