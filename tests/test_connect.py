@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from django.db import OperationalError, connections
+from django.db import DatabaseError, OperationalError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.utils import ConnectionHandler
 
 from django_postgresql_reconnect import DatabaseUnavailable, signals
@@ -35,6 +36,26 @@ def test_unknown_database_raises_after_one_attempt(proxy):
 
     assert "does not exist" in str(caught.value)
     assert proxy.connections_accepted == 1
+
+
+def test_djangos_own_error_from_connect_is_raised_once_as_django_does(monkeypatch):
+    """A connect() that raises Django's DatabaseError before any connection exists (a test
+    double, as Django's own suite uses for _nodb_cursor) is the caller's: no retry loop, and the
+    breaker stays closed for the next call."""
+    attempts = []
+
+    def refuse(self):
+        attempts.append(self.alias)
+        raise DatabaseError("refused by a test double")
+
+    monkeypatch.setattr(BaseDatabaseWrapper, "connect", refuse)
+    with pytest.raises(DatabaseError, match="refused by a test double") as caught:
+        _handler()["default"].ensure_connection()
+    monkeypatch.undo()
+
+    assert attempts == ["default"]
+    assert not isinstance(caught.value, DatabaseUnavailable)
+    _handler()["default"].ensure_connection()  # an open breaker would refuse this at once
 
 
 def test_connection_parameters_get_tcp_defaults_only_where_options_set_none():

@@ -150,6 +150,8 @@ def _attempt(
                 raise  # the setup itself failed (a role that does not exist): as Django does
             db._discard_connection()
             return error, True
+        if isinstance(error, DjangoError):
+            raise  # Django's own error before any connection existed: as Django does
         if is_pool_timeout(error):
             if after_loss:
                 return error, True  # within a recovery: the pool could not get one in time
