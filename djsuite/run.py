@@ -8,7 +8,9 @@ sessions ``djsuite-*`` make them; ``python3 dev.py djsuite`` runs them all, then
 It fetches the test suite of exactly the installed Django from PyPI, starts a throwaway
 PostgreSQL, runs the database apps with this ENGINE, then runs what failed again with
 ``django.db.backends.postgresql`` on the same server: a test that fails with both says nothing
-about the engine. What failed only with the ENGINE runs once more with it, alone, so that a
+about the engine. Both re-runs take each failed test with the rest of its test class, in order:
+a test that fails only after what an earlier one left behind (a mocked connect, an opened
+breaker) fails again there. What failed only with the ENGINE runs once more with it, so that a
 flaky test is not taken for a regression. ``--full`` runs every app with both backends instead
 of only the failures (twice the time). The ``postgis`` suite does the same for the PostGIS twin
 on ``gis_tests`` when the server has PostGIS and GDAL is installed (else it is skipped).
@@ -138,6 +140,20 @@ def run_suite(args: argparse.Namespace, suite: str) -> int:
     return 1 if failures_of(report) else 0
 
 
+def classes_of(labels: list[str]) -> list[str]:
+    """The test classes of these labels (a class or module label stays itself), to run whole.
+
+    Django's runner orders a class's tests by name; run whole, a class replays the state its
+    earlier tests leave behind, which a failed test run alone would not see.
+    """
+    classes: set[str] = set()
+    for label in labels:
+        head, _, last = label.rpartition(".")
+        is_method = last.startswith("test") and head.rpartition(".")[2][:1].isupper()
+        classes.add(head if is_method else label)
+    return sorted(classes)
+
+
 def run_pair(args: argparse.Namespace, pair: str, version: str, *, gis: bool) -> dict[str, Any]:
     """Run one suite of this pair: all with the ENGINE, its failures with stock, the rest again."""
     started = time.monotonic()
@@ -182,9 +198,11 @@ def run_pair(args: argparse.Namespace, pair: str, version: str, *, gis: bool) ->
         if args.full:
             stock = run(stock_name, apps, args.parallel, "stock")
         elif failing:
-            stock = run(stock_name, failing, 1, "stock-again")
+            stock = run(stock_name, classes_of(failing), 1, "stock-again")
         apparent = [label for label in failing if not stock.failed(label)]
-        again = run(engine_name, apparent, 1, "engine-again") if apparent else Outcome()
+        again = Outcome()
+        if apparent:
+            again = run(engine_name, classes_of(apparent), 1, "engine-again")
     regressions = [label for label in apparent if again.failed(label)]
     report = {
         "pair": pair,
