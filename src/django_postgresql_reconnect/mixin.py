@@ -341,30 +341,26 @@ class ReconnectMixin(_Base):
         """Rule 0 for any failed driver call on this connection: did it lose the connection?
 
         The one judgement for statements, COMMIT, ROLLBACK, Django's set-up of a new
-        connection, the replay of session settings and the volatility question alike.
-        """
-        code = drivers.sqlstate(error)
-        return is_connection_lost(code, self._broken_after(error, code))
-
-    def _broken_after(self, error: BaseException | None, code: str | None) -> bool:
-        """After a failed call: is the connection itself broken?
-
-        The driver's status says so in most cases. psycopg 3 can also fail a call with
+        connection, the replay of session settings and the volatility question alike. The
+        driver's status says "broken" in most cases. psycopg 3 can also fail a call with
         "connection socket closed" before libpq's status changes: its poll can see the RST's
         error flag a moment before the kernel marks the socket readable and hung up. An
         OperationalError with no SQLSTATE on a socket whose peer is gone is that.
         """
         connection = self.connection
-        if connection is None or drivers.connection_is_broken(connection):
-            return True
-        link = self._reconnect.link
-        return (
-            code is None
-            and isinstance(error, self.Database.OperationalError)
-            and link is not None
-            and link.connection is connection
-            and link.watch.peer_gone()
+        code = drivers.sqlstate(error)
+        broken = (
+            connection is None
+            or drivers.connection_is_broken(connection)
+            or (
+                code is None
+                and isinstance(error, self.Database.OperationalError)
+                and (link := self._reconnect.link) is not None
+                and link.connection is connection
+                and link.watch.peer_gone()
+            )
         )
+        return is_connection_lost(code, broken)
 
     def _close_driver_connection(self) -> None:
         """Close the dead driver connection, then let Django release it.
